@@ -87,7 +87,7 @@ nvcc-check: | deps
 
 # The CUDA layers against their CPU references (bf16, and fp32 for checking) and their benchmark.
 # nvcc builds them; run without a GPU they print one "skipped" line and exit 0.
-GPU_LAYERS := $(wildcard layers/*.h layers/*.cuh)
+GPU_LAYERS := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh)
 $(BUILD)/test_gpu: test/test_gpu.cu $(GPU_LAYERS)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas

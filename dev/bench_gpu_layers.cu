@@ -2,7 +2,9 @@
 // V=50257 (padded to 50304), and prints a table: milliseconds per call, and the rate:
 //  - GB/s for the memory-bound kernels, counting the least traffic the kernel needs (every tensor read
 //    or written once), so it compares directly with the device's memory bandwidth;
-//  - TFLOP/s for the matmuls (2 flops per multiply-add; the backward is two products).
+//  - TFLOP/s for the matmuls (2 flops per multiply-add; the backward is two products) and attention
+//    (the causal pairs j <= i, for every kind: the dense count, so a sparse kind's rate is effective;
+//    the forward is two products over them, q.k and p.v, the backward four).
 // Each kernel runs WARMUP times, then REPEATS times between two CUDA events, on random inputs.
 // encoder_backward includes its host part (grouping the positions by token, and the upload).
 // With no CUDA device it prints one "skipped" line and exits 0 (1 with --require-gpu).
@@ -12,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../attention/attention.cuh"
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/encoder.cuh"
@@ -153,6 +156,48 @@ void bench() {
     row("softmax_crossentropy (in place)", format("[%d, %d]", N, Vp), 2.0 * N * Vp * BYTES, 0, [&] {
         softmax_crossentropy(losses.data(), logits.data(), logits.data(), tokens.data(), 1.0f / N, N, V, Vp, stream);
     });
+
+    // attention (the teaching kernels, scores materialised) over B x T with NH = 12 heads of 64 channels;
+    // the shape column names the variant
+    const int NH = 12;
+    auto qkv = random_buffer(size_t(N) * 3 * C), qkv_rot = random_buffer(size_t(N) * 3 * C);
+    auto dqkv = zeros<floatX>(qkv.size());
+    auto probs = zeros<float>(size_t(B) * NH * T * T);
+    auto theta = random_buffer(NH, 0.5f), dtheta = zeros<floatX>(NH);
+    auto head_bias = random_buffer(size_t(NH) * 128, 0.5f), dhead_bias = zeros<floatX>(head_bias.size());
+    const double attention_flops = 2.0 * 2 * B * NH * (C / NH) * (double(T) * (T + 1) / 2);
+    using focus::AttentionKind;
+    using focus::PositionKind;
+    struct AttentionVariant {
+        const char* shape;
+        AttentionKind kind;
+        int k, global_tokens;
+        PositionKind position;
+        int bias_window;
+    };
+    for (AttentionVariant variant :
+         {AttentionVariant{"learned", AttentionKind::softmax, 0, 0, PositionKind::learned, 0},
+          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128},
+          AttentionVariant{"k=64, rope", AttentionKind::topk, 64, 0, PositionKind::rope, 0},
+          AttentionVariant{"k=128, g=4", AttentionKind::window, 128, 4, PositionKind::learned, 0},
+          AttentionVariant{"k=128", AttentionKind::block, 128, 0, PositionKind::learned, 0}}) {
+        focus::AttentionConfig cfg;
+        cfg.kind = variant.kind;
+        cfg.k = variant.k;
+        cfg.global_tokens = variant.global_tokens;
+        cfg.position = variant.position;
+        cfg.bias_window = variant.bias_window;
+        const char* kind = focus::to_string(variant.kind);
+        row(format("attention_forward %s", kind), variant.shape, 0, attention_flops, [&] {
+            focus::gpu::attention_forward(cfg, a.data(), probs.data(), qkv_rot.data(), qkv.data(), theta.data(),
+                                          head_bias.data(), B, T, C, NH, stream);
+        });
+        row(format("attention_backward %s", kind), variant.shape, 0, 2 * attention_flops, [&] {
+            focus::gpu::attention_backward(cfg, dqkv.data(), dtheta.data(), dhead_bias.data(), b.data(),
+                                           probs.data(), qkv_rot.data(), theta.data(), head_bias.data(), B, T, C, NH,
+                                           stream);
+        });
+    }
 
     // the optimizer over all of GPT-2 124M's parameters (wte padded, wpe, 12 layers, final LayerNorm)
     const size_t params = size_t(Vp) * C + size_t(T) * C + size_t(L) * (12 * C * C + 13 * C) + 2 * C;
