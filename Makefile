@@ -76,25 +76,26 @@ $(BUILD)/test/%.o: test/%.cpp | deps
 $(BUILD)/test_focus: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
-# Compile every .cu file for sm_80 and sm_90; needs nvcc, not a GPU. (test/test_gpu.cu is left out:
-# `make test` builds and links it anyway.)
+# Compile every .cu file for sm_80 and sm_90; needs nvcc, not a GPU. (test/test_gpu*.cu are left out:
+# `make test` builds and links them anyway.)
 nvcc-check: | deps
 	@if [ -z "$(NVCC)" ]; then echo "nvcc not found: skipping the CUDA compile check"; else \
-	  mkdir -p $(BUILD)/nvcc && for f in $$(git ls-files '*.cu' ':!test/test_gpu.cu'); do \
+	  mkdir -p $(BUILD)/nvcc && for f in $$(git ls-files '*.cu' ':!test/test_gpu*.cu'); do \
 	    echo "nvcc $$f (sm_80, sm_90)"; \
 	    $(NVCC) $(NVCCFLAGS) -c $$f -o $(BUILD)/nvcc/$$(basename $$f .cu).o || exit 1; \
 	  done; fi
 
-# The CUDA layers against their CPU references (bf16, and fp32 for checking) and their benchmark.
-# nvcc builds them; run without a GPU they print one "skipped" line and exit 0.
-GPU_LAYERS := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh)
-$(BUILD)/test_gpu: test/test_gpu.cu $(GPU_LAYERS)
+# The GPU test binary (every CUDA kernel against its CPU reference, bf16 and an fp32 build for checking)
+# and the benchmark. nvcc builds them; run without a GPU they print one "skipped" line and exit 0.
+GPU_SOURCES := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh data/*.h)
+GPU_TESTS := $(wildcard test/test_gpu*.cu)
+$(BUILD)/test_gpu: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
-$(BUILD)/test_gpu_fp32: test/test_gpu.cu $(GPU_LAYERS)
+	$(NVCC) $(NVCCFLAGS) $(GPU_TESTS) -o $@ -lcublasLt -lcublas
+$(BUILD)/test_gpu_fp32: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -DFOCUS_FP32 $< -o $@ -lcublasLt -lcublas
-$(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_LAYERS)
+	$(NVCC) $(NVCCFLAGS) -DFOCUS_FP32 $(GPU_TESTS) -o $@ -lcublasLt -lcublas
+$(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 

@@ -1,38 +1,7 @@
-// test_gpu.cu: every CUDA layer (layers/*.cuh, attention/attention.cuh) against its CPU reference
-// (layers/*.h, attention/attention.h).
-// For each kernel, at several shapes (including ones that are no multiple of any block size):
-//  - random inputs from focus::Rng, rounded to floatX, so the CPU reference (run in double) and the
-//    GPU see the same numbers and only the kernel's own arithmetic is measured;
-//  - outputs the kernel writes are poisoned with NaN first (all bits set), so an element it misses
-//    fails; gradients it accumulates into start from the same random values on both sides, which
-//    checks the += as well;
-//  - error = max |gpu - cpu| / max |cpu| over the tensor (an element near zero is judged at the
-//    tensor's scale), against a tolerance:
-//      fp32 build (-DFOCUS_FP32): 1e-5. One fp32 rounding is 6e-8; the longest sums here (a few
-//        thousand terms of random sign) grow that by ~sqrt(length), to ~3e-6 at most.
-//      bf16 build: 2e-2. A stored bf16 value is off by up to 2^-9 = 2e-3 relative (8-bit mantissa).
-//        Every output is rounded once after an fp32 sum, and an accumulated gradient once more when
-//        added, so errors stay a few times 2^-9; a wrong or missing term costs O(1).
-//      Quantities kept in float in both builds (LayerNorm mean and rstd, losses, AdamW's master
-//      weights and moments, the gradient norm) use 1e-5 in both.
-//  - the reductions that must be deterministic (encoder and LayerNorm backward, the gradient norm)
-//    run twice and must give identical bits.
-// Prints each failure, then a table with one row per checked output (runs over all shapes, failures,
-// the worst error) and "N passed, M failed"; exits 1 on any failure. -v prints every comparison.
-// With no CUDA device it prints one "GPU tests skipped" line and exits 0 (1 with --require-gpu: an old
-// driver also reads as no device, and a GPU check must not pass by skipping).
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstring>
-#include <functional>
-#include <string>
-#include <type_traits>
-#include <utility>
-#include <vector>
-
-#include "../attention/attention.cuh"
-#include "../attention/attention.h"
+// test_gpu.cu: the GPU test binary's main() and the tests of the CUDA layers (layers/*.cuh) against
+// their CPU references (layers/*.h). The harness, its tolerances and their reasons: gpu_check.h.
+// The binary also links test_gpu_attention.cu (attention/) and test_gpu_model.cu (a training step).
+// With no CUDA device it prints one "GPU tests skipped" line and exits 0 (1 with --require-gpu).
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/crossentropy.h"
@@ -44,116 +13,12 @@
 #include "../layers/layernorm.h"
 #include "../layers/matmul.cuh"
 #include "../layers/matmul.h"
+#include "gpu_check.h"
+
+using namespace gpu_check;
 
 namespace {
 
-using focus::format;
-using focus::Rng;
-using focus::gpu::DeviceBuffer;
-using focus::gpu::floatX;
-using Vector = std::vector<double>;
-
-constexpr bool FP32_BUILD = std::is_same_v<floatX, float>;
-constexpr double FP32_TOLERANCE = 1e-5;
-constexpr double TOLERANCE = FP32_BUILD ? FP32_TOLERANCE : 2e-2;
-// cuBLASLt's GELU epilogue is its own implementation of the tanh formula, of undocumented precision:
-// in the fp32 build it is allowed the error of a hardware tanh approximation (~5e-4 relative).
-constexpr double GELU_EPILOGUE_TOLERANCE = FP32_BUILD ? 1e-3 : TOLERANCE;
-
-cudaStream_t stream;
-bool verbose = false;  // -v: a line for every comparison, not only for failures
-
-// The comparisons of one output of one kernel (e.g. "layernorm_forward mean") over all shapes.
-struct Summary {
-    std::string check;
-    int runs = 0, failures = 0;
-    double worst_error = 0, tolerance = 0;
-};
-std::vector<Summary> summaries;  // in the order the checks first ran
-
-void record(const std::string& check, const std::string& shape, bool ok, double error, double tolerance,
-            const std::string& detail) {
-    auto it = std::find_if(summaries.begin(), summaries.end(), [&](const Summary& s) { return s.check == check; });
-    Summary& summary = it != summaries.end() ? *it : summaries.emplace_back(Summary{check});
-    summary.runs++;
-    summary.failures += !ok;
-    summary.worst_error = std::max(summary.worst_error, error);
-    summary.tolerance = tolerance;
-    if (!ok || verbose)
-        std::printf("%s %s %s: %s\n", ok ? "ok" : "FAILED", check.c_str(), shape.c_str(), detail.c_str());
-}
-
-void expect_close(const std::string& check, const std::string& shape, const Vector& gpu, const Vector& cpu,
-                  double tolerance) {
-    if (gpu.size() != cpu.size())
-        return record(check, shape, false, INFINITY, tolerance,
-                      format("%zu elements, expected %zu", gpu.size(), cpu.size()));
-    size_t not_finite = 0;
-    double largest = 0, difference = 0;
-    for (size_t i = 0; i < gpu.size(); i++) {
-        largest = std::max(largest, std::fabs(cpu[i]));
-        if (!std::isfinite(gpu[i]))
-            not_finite++;
-        else
-            difference = std::max(difference, std::fabs(gpu[i] - cpu[i]));
-    }
-    const double error = not_finite ? INFINITY : largest > 0 ? difference / largest : difference;
-    record(check, shape, error <= tolerance, error, tolerance,
-           not_finite ? format("%zu elements not finite (unwritten, or NaN)", not_finite)
-                      : format("error %.1e (tolerance %.0e)", error, tolerance));
-}
-
-template <typename T>
-void expect_identical(const std::string& check, const std::string& shape, const DeviceBuffer<T>& first,
-                      const DeviceBuffer<T>& second) {
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    const std::vector<T> a = first.download(), b = second.download();
-    const bool same = a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
-    record(check + " bit-identical in two runs", shape, same, same ? 0 : INFINITY, 0,
-           same ? "identical" : "the two runs differ");
-}
-
-double round_to_floatX(double x) { return float(floatX(float(x))); }
-
-// n values from N(mean, std), rounded to what floatX can hold.
-Vector random_vector(Rng& rng, size_t n, double std = 1.0, double mean = 0.0) {
-    Vector v(n);
-    for (double& x : v) x = round_to_floatX(rng.normal(mean, std));
-    return v;
-}
-
-// The same for what float can hold, for the tensors kept in float in both builds.
-Vector random_float_vector(Rng& rng, size_t n, double std) {
-    Vector v(n);
-    for (double& x : v) x = float(rng.normal(0.0, std));
-    return v;
-}
-
-template <typename T>
-DeviceBuffer<T> to_device(const Vector& host) {
-    std::vector<T> converted(host.size());
-    for (size_t i = 0; i < host.size(); i++) converted[i] = T(float(host[i]));
-    return DeviceBuffer<T>(converted);
-}
-
-// Waits for the stream, then copies back.
-template <typename T>
-Vector to_host(const DeviceBuffer<T>& buffer) {
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    const std::vector<T> host = buffer.download();
-    Vector v(host.size());
-    for (size_t i = 0; i < host.size(); i++) v[i] = float(host[i]);
-    return v;
-}
-
-template <typename T>
-DeviceBuffer<T> poisoned(size_t n) {
-    DeviceBuffer<T> buffer(n);
-    CUDA_CHECK(cudaMemset(buffer.data(), 0xFF, n * sizeof(T)));  // all bits set: a NaN in float and in bf16
-    return buffer;
-}
-
-// ---- the tests -----------------------------------------------------------------------------------
 
 void test_encoder(int B, int T, int C, int V, bool learned_positions) {
     const std::string shape = format("B=%d T=%d C=%d V=%d%s", B, T, C, V, learned_positions ? "" : " (no wpe)");
@@ -411,107 +276,6 @@ void test_sum_of_squares(size_t n) {
     expect_identical("sum_of_squares", shape, d_result, d_result_again);
 }
 
-// Attention: the forward's qkv_rot against the CPU's; then every later step against the CPU reference
-// run on the GPU's own intermediates, so that the bf16 rounding of qkv_rot cannot flip a topk
-// selection or an elastic mask between the two sides (a flip is a jump, not a rounding error):
-//  - out and probs against the CPU forward on the GPU's qkv_rot with learned positions (the rotation is
-//    then a plain copy); with learned positions that is the same as the CPU forward on qkv itself;
-//  - dqkv, dtheta and dbias against the CPU backward fed the GPU's probs and qkv_rot (same p, so the
-//    same mask m = p > c but for p within one float rounding of c).
-// What is left differs only by float-vs-double arithmetic on identical inputs; a topk flip would then
-// need two scores within ~1e-6 of each other, which these random inputs do not produce. probs is float
-// in both builds, so it is held to the fp32 tolerance.
-// Inputs as test_attention.cpp: q and k scaled by 1.5, theta giving tau = 0.65 and 0.8 on both sides of
-// the kink theta = -1, bias ~ N(0, 0.5).
-focus::AttentionConfig attention_config(focus::AttentionKind kind, int k, int global_tokens,
-                                        focus::PositionKind position, int bias_window) {
-    focus::AttentionConfig cfg;
-    cfg.kind = kind;
-    cfg.k = k;
-    cfg.global_tokens = global_tokens;
-    cfg.position = position;
-    cfg.bias_window = bias_window;
-    return cfg;
-}
-
-void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int hs) {
-    using focus::AttentionKind;
-    const std::string shape = format("%s k=%d g=%d %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind), cfg.k,
-                                     cfg.global_tokens, focus::to_string(cfg.position), cfg.bias_window, B, T, NH, hs);
-    const int C = NH * hs, W = cfg.bias_window;
-    const bool elastic = cfg.kind == AttentionKind::elastic;
-    Rng rng(8000 + 97 * int(cfg.kind) + 13 * int(cfg.position) + W + T + NH + hs);
-    Vector qkv(size_t(B) * T * 3 * C);
-    for (size_t e = 0; e < qkv.size(); e++)
-        qkv[e] = round_to_floatX(rng.normal() * (int(e % (3 * C)) < 2 * C ? 1.5 : 1.0));
-    Vector theta(NH);
-    for (int h = 0; h < NH; h++) theta[h] = round_to_floatX(h % 2 == 0 ? -0.35 : -1.8);
-    const Vector bias = random_vector(rng, size_t(NH) * std::max(W, 1), 0.5);  // W = 0: one unused column
-    const double* theta_or_null = elastic ? theta.data() : nullptr;
-    const double* bias_or_null = W > 0 ? bias.data() : nullptr;
-    auto d_qkv = to_device<floatX>(qkv), d_theta = to_device<floatX>(theta), d_bias = to_device<floatX>(bias);
-    const floatX* d_theta_or_null = elastic ? d_theta.data() : nullptr;
-    const floatX* d_bias_or_null = W > 0 ? d_bias.data() : nullptr;
-
-    const size_t out_count = size_t(B) * T * C, probs_count = size_t(B) * NH * T * T;
-    Vector out(out_count), probs(probs_count), qkv_rot(qkv.size());
-    focus::attention_forward(cfg, out.data(), probs.data(), qkv_rot.data(), qkv.data(), theta_or_null, bias_or_null, B,
-                             T, C, NH);
-    auto d_out = poisoned<floatX>(out_count), d_qkv_rot = poisoned<floatX>(qkv.size());
-    auto d_probs = poisoned<float>(probs_count);
-    focus::gpu::attention_forward(cfg, d_out.data(), d_probs.data(), d_qkv_rot.data(), d_qkv.data(), d_theta_or_null,
-                                  d_bias_or_null, B, T, C, NH, stream);
-    const Vector gpu_qkv_rot = to_host(d_qkv_rot), gpu_probs = to_host(d_probs);
-    expect_close("attention_forward qkv_rot", shape, gpu_qkv_rot, qkv_rot, TOLERANCE);
-
-    focus::AttentionConfig unrotated = cfg;
-    unrotated.position = focus::PositionKind::learned;
-    Vector qkv_copy(qkv.size());
-    focus::attention_forward(unrotated, out.data(), probs.data(), qkv_copy.data(), gpu_qkv_rot.data(), theta_or_null,
-                             bias_or_null, B, T, C, NH);
-    expect_close("attention_forward out", shape, to_host(d_out), out, TOLERANCE);
-    expect_close("attention_forward probs", shape, gpu_probs, probs, FP32_TOLERANCE);
-
-    const Vector dout = random_vector(rng, out_count);
-    const Vector dqkv_start = random_vector(rng, qkv.size()), dtheta_start = random_vector(rng, NH),
-                 dbias_start = random_vector(rng, bias.size());
-    Vector dqkv = dqkv_start, dtheta = dtheta_start, dbias = dbias_start;
-    focus::attention_backward(cfg, dqkv.data(), elastic ? dtheta.data() : nullptr, W > 0 ? dbias.data() : nullptr,
-                              dout.data(), gpu_probs.data(), gpu_qkv_rot.data(), theta_or_null, bias_or_null, B, T, C,
-                              NH);
-    auto d_dout = to_device<floatX>(dout);
-    struct Gradients {
-        DeviceBuffer<floatX> dqkv, dtheta, dbias;
-    };
-    auto run_backward = [&] {
-        Gradients g{to_device<floatX>(dqkv_start), to_device<floatX>(dtheta_start), to_device<floatX>(dbias_start)};
-        focus::gpu::attention_backward(cfg, g.dqkv.data(), elastic ? g.dtheta.data() : nullptr,
-                                       W > 0 ? g.dbias.data() : nullptr, d_dout.data(), d_probs.data(),
-                                       d_qkv_rot.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH, stream);
-        return g;
-    };
-    const Gradients first = run_backward(), second = run_backward();
-    expect_close("attention_backward dqkv", shape, to_host(first.dqkv), dqkv, TOLERANCE);
-    expect_identical("attention_backward dqkv", shape, first.dqkv, second.dqkv);
-    if (elastic) {
-        expect_close("attention_backward dtheta", shape, to_host(first.dtheta), dtheta, TOLERANCE);
-        expect_identical("attention_backward dtheta", shape, first.dtheta, second.dtheta);
-    }
-    if (W > 0) {
-        expect_close("attention_backward dbias", shape, to_host(first.dbias), dbias, TOLERANCE);
-        expect_identical("attention_backward dbias", shape, first.dbias, second.dbias);
-    }
-}
-
-// Runs one test; an exception (a CUDA error, say) counts as a failure and the other tests still run.
-void run(const char* name, const std::function<void()>& test) {
-    try {
-        test();
-    } catch (const std::exception& e) {
-        record(format("%s: exception", name), "", false, INFINITY, 0, e.what());
-    }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -561,34 +325,8 @@ int main(int argc, char** argv) {
     for (size_t n : {size_t(1), size_t(1000), size_t(1000003)}) run("adamw", [n] { test_adamw(n); });
     for (size_t n : {size_t(1), size_t(1000), size_t(262145), size_t(3000001)})
         run("sum_of_squares", [n] { test_sum_of_squares(n); });
-    // attention: every kind x {learned, rope} x {no bias, bias} at a small shape that is no multiple of
-    // any block size (k, g and the block size chosen so that rows see partial windows and blocks), then
-    // a longer sequence with a larger head
-    using focus::AttentionKind;
-    using focus::PositionKind;
-    const focus::AttentionConfig attention_kinds[] = {
-        attention_config(AttentionKind::softmax, 0, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::elastic, 0, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::topk, 5, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::window, 6, 2, PositionKind::learned, 0),
-        attention_config(AttentionKind::block, 8, 3, PositionKind::learned, 0)};
-    for (focus::AttentionConfig cfg : attention_kinds) {
-        for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
-            for (int bias_window : {0, 4}) {
-                cfg.position = position;
-                cfg.bias_window = bias_window;
-                run("attention", [cfg] { test_attention(cfg, 2, 37, 3, 16); });
-            }
-        }
-    }
-    const focus::AttentionConfig long_attention[] = {
-        attention_config(AttentionKind::softmax, 0, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::elastic, 0, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::topk, 16, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::window, 32, 4, PositionKind::learned, 8),
-        attention_config(AttentionKind::block, 32, 1, PositionKind::rope, 0)};
-    for (const focus::AttentionConfig& cfg : long_attention)
-        run("attention", [cfg] { test_attention(cfg, 2, 128, 2, 64); });
+    attention_tests();
+    model_tests();
 
     std::printf("%-58s %5s %7s %12s %10s\n", "check", "runs", "failed", "worst error", "tolerance");
     int runs = 0, failures = 0;

@@ -1,0 +1,136 @@
+// test_gpu_attention.cu: the CUDA attention kernels (attention/*.cuh) against the CPU reference
+// (attention/attention.h), every kind x position x bias at a small odd shape and at T = 128.
+#include "../attention/attention.cuh"
+#include "../attention/attention.h"
+#include "gpu_check.h"
+
+namespace gpu_check {
+
+namespace {
+
+// Attention: the forward's qkv_rot against the CPU's; then every later step against the CPU reference
+// run on the GPU's own intermediates, so that the bf16 rounding of qkv_rot cannot flip a topk
+// selection or an elastic mask between the two sides (a flip is a jump, not a rounding error):
+//  - out and probs against the CPU forward on the GPU's qkv_rot with learned positions (the rotation is
+//    then a plain copy); with learned positions that is the same as the CPU forward on qkv itself;
+//  - dqkv, dtheta and dbias against the CPU backward fed the GPU's probs and qkv_rot (same p, so the
+//    same mask m = p > c but for p within one float rounding of c).
+// What is left differs only by float-vs-double arithmetic on identical inputs; a topk flip would then
+// need two scores within ~1e-6 of each other, which these random inputs do not produce. probs is float
+// in both builds, so it is held to the fp32 tolerance.
+// Inputs as test_attention.cpp: q and k scaled by 1.5, theta giving tau = 0.65 and 0.8 on both sides of
+// the kink theta = -1, bias ~ N(0, 0.5).
+focus::AttentionConfig attention_config(focus::AttentionKind kind, int k, int global_tokens,
+                                        focus::PositionKind position, int bias_window) {
+    focus::AttentionConfig cfg;
+    cfg.kind = kind;
+    cfg.k = k;
+    cfg.global_tokens = global_tokens;
+    cfg.position = position;
+    cfg.bias_window = bias_window;
+    return cfg;
+}
+
+void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int hs) {
+    using focus::AttentionKind;
+    const std::string shape = format("%s k=%d g=%d %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind), cfg.k,
+                                     cfg.global_tokens, focus::to_string(cfg.position), cfg.bias_window, B, T, NH, hs);
+    const int C = NH * hs, W = cfg.bias_window;
+    const bool elastic = cfg.kind == AttentionKind::elastic;
+    Rng rng(8000 + 97 * int(cfg.kind) + 13 * int(cfg.position) + W + T + NH + hs);
+    Vector qkv(size_t(B) * T * 3 * C);
+    for (size_t e = 0; e < qkv.size(); e++)
+        qkv[e] = round_to_floatX(rng.normal() * (int(e % (3 * C)) < 2 * C ? 1.5 : 1.0));
+    Vector theta(NH);
+    for (int h = 0; h < NH; h++) theta[h] = round_to_floatX(h % 2 == 0 ? -0.35 : -1.8);
+    const Vector bias = random_vector(rng, size_t(NH) * std::max(W, 1), 0.5);  // W = 0: one unused column
+    const double* theta_or_null = elastic ? theta.data() : nullptr;
+    const double* bias_or_null = W > 0 ? bias.data() : nullptr;
+    auto d_qkv = to_device<floatX>(qkv), d_theta = to_device<floatX>(theta), d_bias = to_device<floatX>(bias);
+    const floatX* d_theta_or_null = elastic ? d_theta.data() : nullptr;
+    const floatX* d_bias_or_null = W > 0 ? d_bias.data() : nullptr;
+
+    const size_t out_count = size_t(B) * T * C, probs_count = size_t(B) * NH * T * T;
+    Vector out(out_count), probs(probs_count), qkv_rot(qkv.size());
+    focus::attention_forward(cfg, out.data(), probs.data(), qkv_rot.data(), qkv.data(), theta_or_null, bias_or_null, B,
+                             T, C, NH);
+    auto d_out = poisoned<floatX>(out_count), d_qkv_rot = poisoned<floatX>(qkv.size());
+    auto d_probs = poisoned<float>(probs_count);
+    focus::gpu::attention_forward(cfg, d_out.data(), d_probs.data(), d_qkv_rot.data(), d_qkv.data(), d_theta_or_null,
+                                  d_bias_or_null, B, T, C, NH, stream);
+    const Vector gpu_qkv_rot = to_host(d_qkv_rot), gpu_probs = to_host(d_probs);
+    expect_close("attention_forward qkv_rot", shape, gpu_qkv_rot, qkv_rot, TOLERANCE);
+
+    focus::AttentionConfig unrotated = cfg;
+    unrotated.position = focus::PositionKind::learned;
+    Vector qkv_copy(qkv.size());
+    focus::attention_forward(unrotated, out.data(), probs.data(), qkv_copy.data(), gpu_qkv_rot.data(), theta_or_null,
+                             bias_or_null, B, T, C, NH);
+    expect_close("attention_forward out", shape, to_host(d_out), out, TOLERANCE);
+    expect_close("attention_forward probs", shape, gpu_probs, probs, FP32_TOLERANCE);
+
+    const Vector dout = random_vector(rng, out_count);
+    const Vector dqkv_start = random_vector(rng, qkv.size()), dtheta_start = random_vector(rng, NH),
+                 dbias_start = random_vector(rng, bias.size());
+    Vector dqkv = dqkv_start, dtheta = dtheta_start, dbias = dbias_start;
+    focus::attention_backward(cfg, dqkv.data(), elastic ? dtheta.data() : nullptr, W > 0 ? dbias.data() : nullptr,
+                              dout.data(), gpu_probs.data(), gpu_qkv_rot.data(), theta_or_null, bias_or_null, B, T, C,
+                              NH);
+    auto d_dout = to_device<floatX>(dout);
+    struct Gradients {
+        DeviceBuffer<floatX> dqkv, dtheta, dbias;
+    };
+    auto run_backward = [&] {
+        Gradients g{to_device<floatX>(dqkv_start), to_device<floatX>(dtheta_start), to_device<floatX>(dbias_start)};
+        focus::gpu::attention_backward(cfg, g.dqkv.data(), elastic ? g.dtheta.data() : nullptr,
+                                       W > 0 ? g.dbias.data() : nullptr, d_dout.data(), d_probs.data(),
+                                       d_qkv_rot.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH, stream);
+        return g;
+    };
+    const Gradients first = run_backward(), second = run_backward();
+    expect_close("attention_backward dqkv", shape, to_host(first.dqkv), dqkv, TOLERANCE);
+    expect_identical("attention_backward dqkv", shape, first.dqkv, second.dqkv);
+    if (elastic) {
+        expect_close("attention_backward dtheta", shape, to_host(first.dtheta), dtheta, TOLERANCE);
+        expect_identical("attention_backward dtheta", shape, first.dtheta, second.dtheta);
+    }
+    if (W > 0) {
+        expect_close("attention_backward dbias", shape, to_host(first.dbias), dbias, TOLERANCE);
+        expect_identical("attention_backward dbias", shape, first.dbias, second.dbias);
+    }
+}
+
+}  // namespace
+
+void attention_tests() {
+    // attention: every kind x {learned, rope} x {no bias, bias} at a small shape that is no multiple of
+    // any block size (k, g and the block size chosen so that rows see partial windows and blocks), then
+    // a longer sequence with a larger head
+    using focus::AttentionKind;
+    using focus::PositionKind;
+    const focus::AttentionConfig attention_kinds[] = {
+        attention_config(AttentionKind::softmax, 0, 0, PositionKind::learned, 0),
+        attention_config(AttentionKind::elastic, 0, 0, PositionKind::learned, 0),
+        attention_config(AttentionKind::topk, 5, 0, PositionKind::learned, 0),
+        attention_config(AttentionKind::window, 6, 2, PositionKind::learned, 0),
+        attention_config(AttentionKind::block, 8, 3, PositionKind::learned, 0)};
+    for (focus::AttentionConfig cfg : attention_kinds) {
+        for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
+            for (int bias_window : {0, 4}) {
+                cfg.position = position;
+                cfg.bias_window = bias_window;
+                run("attention", [cfg] { test_attention(cfg, 2, 37, 3, 16); });
+            }
+        }
+    }
+    const focus::AttentionConfig long_attention[] = {
+        attention_config(AttentionKind::softmax, 0, 0, PositionKind::rope, 8),
+        attention_config(AttentionKind::elastic, 0, 0, PositionKind::rope, 8),
+        attention_config(AttentionKind::topk, 16, 0, PositionKind::rope, 8),
+        attention_config(AttentionKind::window, 32, 4, PositionKind::learned, 8),
+        attention_config(AttentionKind::block, 32, 1, PositionKind::rope, 0)};
+    for (const focus::AttentionConfig& cfg : long_attention)
+        run("attention", [cfg] { test_attention(cfg, 2, 128, 2, 64); });
+}
+
+}  // namespace gpu_check
