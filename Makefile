@@ -13,6 +13,7 @@ SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 MAKEFLAGS += --jobs=$(shell nproc) --no-print-directory
 
 BUILD := build
+GPU_SOURCES := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh data/*.h)
 TESTS := $(wildcard test/test_*.cpp)
 TEST_OBJS := $(TESTS:test/%.cpp=$(BUILD)/test/%.o) $(BUILD)/test/main.o
 
@@ -44,6 +45,11 @@ test-deps: deps
 $(BUILD)/train_gpt_cpu: train_gpt.cu | deps
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -x c++ $< -o $@
+
+# train_gpt: the same train_gpt.cu compiled by nvcc, the GPU trainer (the model: layers/gpt.cuh)
+$(BUILD)/train_gpt: train_gpt.cu $(GPU_SOURCES) | deps
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas
 
 # eval_gpt, likewise compiled as C++: the CPU evaluator
 $(BUILD)/eval_gpt: eval_gpt.cu | deps
@@ -87,7 +93,6 @@ nvcc-check: | deps
 
 # The GPU test binary (every CUDA kernel against its CPU reference, bf16 and an fp32 build for checking)
 # and the benchmark. nvcc builds them; run without a GPU they print one "skipped" line and exit 0.
-GPU_SOURCES := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh data/*.h)
 GPU_TESTS := $(wildcard test/test_gpu*.cu)
 $(BUILD)/test_gpu: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
@@ -99,22 +104,26 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 
-# On a GPU machine: build, test the layers in both precisions, and print the benchmark table. All three
-# run even when one fails, and the status says whether any did; no usable GPU is a failure here.
+# On a GPU machine: build, test the layers and the model in both precisions, print the benchmark table,
+# then train a small model 200 steps per attention variant with train_gpt and print loss, tokens/s and
+# memory (dev/gpu_train_check.sh). All run even when one fails, and the status says whether any did; no
+# usable GPU is a failure here.
 gpu-check:
-	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers
+	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
-	  ./$(BUILD)/$$binary --require-gpu || status=1; done; exit $$status
+	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
+	bash dev/gpu_train_check.sh $(BUILD) || status=1; exit $$status
 
 # ---- commands -----------------------------------------------------------------------------------
-# The GPU trainer joins here when it exists; until then the CPU reference trainer.
+# The GPU trainer when nvcc is installed and a GPU answers nvidia-smi, else the CPU reference trainer.
 ARGS ?= --out $(BUILD)/run --log $(BUILD)/run/log.jsonl
-train: $(BUILD)/train_gpt_cpu
-	./$(BUILD)/train_gpt_cpu $(ARGS)
+TRAINER := $(if $(and $(NVCC),$(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)),train_gpt,train_gpt_cpu)
+train: $(BUILD)/$(TRAINER)
+	./$(BUILD)/$(TRAINER) $(ARGS)
 
 test: test-deps
 	@$(MAKE) $(BUILD)/test_focus $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt $(BUILD)/prepare_data nvcc-check tokenizer-reference \
-	  $(if $(NVCC),$(BUILD)/test_gpu)
+	  $(if $(NVCC),$(BUILD)/test_gpu $(BUILD)/train_gpt)
 	$(PYTHON) test/torch_reference.py $(BUILD)/torch_ref
 	./$(BUILD)/test_focus
 	bash test/test_cli.sh $(BUILD)
@@ -123,5 +132,12 @@ test: test-deps
 
 clean:
 	rm -rf $(BUILD)
+
+# The NCCL bandwidth benchmark (dev/bench_allreduce.cu, which nvcc-check compiles in `make test`): on one
+# GPU build/bench_allreduce, on several scripts/launch_single_node.sh N build/bench_allreduce.
+NCCL_LIB ?= /usr/local/cuda/lib64
+$(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl
 
 -include $(wildcard $(BUILD)/test/*.d $(BUILD)/*.d)

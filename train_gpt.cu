@@ -1,7 +1,9 @@
 // train_gpt.cu: trains a GPT-2-class model with the attention variant chosen by flags.
 //
-// Compiled by g++ as C++ this is train_gpt_cpu, the CPU reference trainer (layers/gpt.h). The
-// training loop, flags, data, logging and checkpoints are shared with the CUDA trainer.
+// Compiled by nvcc this is train_gpt, the GPU trainer (the model: layers/gpt.cuh); compiled by g++ as
+// C++ it is train_gpt_cpu, the CPU reference trainer (layers/gpt.h). Both run the one training loop
+// below, with the same flags, data, logging and checkpoints (which move freely between the two): the
+// only differences are the Model type and the device setup.
 //
 // One optimizer step:
 //   for each of the --total-batch / (B*T) micro-batches: forward, backward (gradients accumulate)
@@ -10,7 +12,14 @@
 //   embeddings decay by --weight-decay; theta and the distance bias train at lr * --lr-attn-mult
 // Every step the training batch's loss and next-token accuracy; every --eval-every steps the
 // validation loss and accuracy; every --save-every steps and at the end a checkpoint under --out
-// (see data/checkpoint.h). Ctrl-C finishes the step, saves, and exits.
+// (see data/checkpoint.h); every --sample-every steps a sample from the model. Ctrl-C finishes the
+// step, saves, and exits.
+//
+// Model FLOPs utilisation (MFU, GPU only): model FLOPs per token are estimated as in PaLM (and llm.c)
+// as 6 N + 12 L T C: 6 N for the forward and backward matmuls of N parameters (all of them, embeddings
+// included), 12 L T C for the two attention products (q.k and a.v: 2 T C multiply-adds per token and
+// layer, forward and backward = 3x, 2 FLOPs each), counted over all T keys whatever the variant keeps.
+// MFU = FLOPs per token * tokens per second / the GPU's peak dense bf16 rate (looked up by name).
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <csignal>
@@ -22,6 +31,9 @@
 #include "data/evaluation.h"
 #include "layers/adamw.h"
 #include "layers/gpt.h"
+#ifdef __CUDACC__
+#include "layers/gpt.cuh"
+#endif
 
 #ifndef GIT_COMMIT
 #define GIT_COMMIT "unknown"
@@ -45,6 +57,7 @@ struct Options {
     bool lazy = false;
     std::string eval_tasks, task_dir = "../shared/data";
     int eval_task_limit = 500;
+    int sample_every = 0, sample_tokens = 32;
 };
 
 constexpr int DEFAULT_SEQ = 64;
@@ -104,12 +117,14 @@ static void add_flags(CLI::App& app, Options& o) {
     app.add_option("--eval-tasks", o.eval_tasks, "zero-shot tasks at every evaluation, e.g. hellaswag or piqa=FILE (GPT-2 vocabulary)");
     app.add_option("--eval-task-limit", o.eval_task_limit, "items per zero-shot task (0 = all)")->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--task-dir", o.task_dir, "folder holding the benchmark files")->capture_default_str();
+    app.add_option("--sample-every", o.sample_every, "print a sample from the model every N steps (0 = never)")->check(CLI::NonNegativeNumber)->capture_default_str();
+    app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
 }
 
 // Parses argv into Options; a parse error becomes a focus::Error (one line), --help prints and exits.
 static Options parse(const std::vector<std::string>& args, std::vector<std::string>* given = nullptr) {
     Options o;
-    CLI::App app("focusgpt trainer (CPU reference). See README.md for every flag.", "train_gpt");
+    CLI::App app("focusgpt trainer. See README.md for every flag.", "train_gpt");
     add_flags(app, o);
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 consumes a reversed vector
     try {
@@ -168,6 +183,110 @@ static void check_architecture(const GPTConfig& file, const GPTConfig& flags, co
     }
 }
 
+// The CPU model with the members the training loop uses beyond GPT<float>'s, under the names gpu::GPT
+// gives them (layers/gpt.cuh): the model owns AdamW's moments and makes the update itself.
+class CpuGPT : public GPT<float> {
+public:
+    explicit CpuGPT(const GPTConfig& config) : GPT<float>(config), m_(params.size()), v_(params.size()) {}
+
+    size_t num_parameters() const { return params.size(); }
+    void load_parameters(const std::vector<float>& host) {
+        check(host.size() == params.size(), format("%zu parameters given to a model of %zu", host.size(), params.size()));
+        params = host;
+    }
+    std::vector<float> parameters() const { return params; }
+    void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
+        m_ = m;
+        v_ = v;
+    }
+    void optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
+        m = m_;
+        v = v_;
+    }
+    double gradient_norm() const { return std::sqrt(sum_of_squares(grads.data(), grads.size())); }
+    void update(const AdamWConfig& adamw, float lr_attn_mult, int step, float grad_scale) {
+        for (const ParamTensor& t : layout()) {
+            AdamWConfig tensor = adamw;
+            tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
+            tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
+            adamw_update(params.data() + t.offset, grads.data() + t.offset, m_.data() + t.offset, v_.data() + t.offset,
+                         t.count, step, tensor, grad_scale);
+        }
+    }
+    std::vector<float> logits_at(size_t position) const {
+        const float* row = logits() + position * config().padded_vocab_size;
+        return std::vector<float>(row, row + config().padded_vocab_size);
+    }
+    void reserve(int, int) {}  // the CPU model sizes its activations in forward()
+    static size_t device_memory_used() { return 0; }
+
+private:
+    std::vector<float> m_, v_;
+};
+
+// The device: the model type, a line describing it, and its peak dense bf16 rate for MFU (0: unknown).
+struct Device {
+    std::string description;
+    double peak_flops = 0;
+};
+#ifdef __CUDACC__
+using Model = gpu::GPT;
+
+static Device open_device() {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || count == 0) {
+        std::fprintf(stderr, "train_gpt: no usable CUDA device (%s): use build/train_gpt_cpu\n",
+                     status != cudaSuccess ? cudaGetErrorString(status) : "the driver reports none");
+        std::exit(1);
+    }
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    // NVIDIA's dense bf16 tensor-core peaks (SXM parts; the H100 PCIe card is slower). The fp32 build
+    // runs no bf16 matmuls, so it reports no MFU.
+    static const std::pair<const char*, double> peaks[] = {
+        {"H100 PCIe", 756e12}, {"H100", 989e12}, {"H200", 989e12}, {"A100", 312e12}};
+    Device device{format("%s (sm_%d%d, %.0f GiB), %s", prop.name, prop.major, prop.minor,
+                         prop.totalGlobalMem / double(1 << 30), gpu::PRECISION)};
+    for (const auto& [name, peak] : peaks)
+        if (std::strstr(prop.name, name) && !std::is_same_v<gpu::floatX, float>) {
+            device.peak_flops = peak;
+            break;
+        }
+    return device;
+}
+#else
+using Model = CpuGPT;
+
+static Device open_device() { return {format("CPU, %d threads", omp_get_max_threads())}; }
+#endif
+
+// --sample-every: `count` tokens after <|endoftext|> (token 0 for other vocabularies), each drawn from
+// softmax(logits) at temperature 1 over the whole vocabulary, with the training state's RNG (saved in
+// state.bin, so a resumed run draws the same samples). The model reads at most its max_seq_len last tokens.
+static std::vector<int> sample(Model& model, Rng& rng, int count) {
+    const GPTConfig& c = model.config();
+    std::vector<int> tokens = {c.vocab_size == Tokenizer::VOCAB_SIZE ? Tokenizer::EOT : 0};
+    for (int i = 0; i < count; i++) {
+        const int T = std::min((int)tokens.size(), c.max_seq_len);
+        model.forward(tokens.data() + tokens.size() - T, nullptr, 1, T);
+        const std::vector<float> logits = model.logits_at(T - 1);
+        const float max_logit = *std::max_element(logits.begin(), logits.begin() + c.vocab_size);
+        std::vector<double> weights(c.vocab_size);
+        double total = 0;
+        for (int v = 0; v < c.vocab_size; v++) total += weights[v] = std::exp(double(logits[v]) - max_logit);
+        double u = rng.uniform() * total;
+        int next = c.vocab_size - 1;  // where rounding leaves u above the last cumulative sum
+        for (int v = 0; v < c.vocab_size; v++)
+            if ((u -= weights[v]) < 0) {
+                next = v;
+                break;
+            }
+        tokens.push_back(next);
+    }
+    return std::vector<int>(tokens.begin() + 1, tokens.end());
+}
+
 static volatile std::sig_atomic_t interrupted = 0;
 
 static std::string human_count(double x) {
@@ -198,6 +317,7 @@ static int run(int argc, char** argv) {
     }
     check(o.init.empty() || o.resume.empty(), "--init and --resume exclude each other (resume already has weights)");
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    const Device device = open_device();
 
     DataSources data = load_data(o.data, o.val);
     if (data.example_length) {  // one sample must be exactly one example (its label last)
@@ -224,9 +344,9 @@ static int run(int argc, char** argv) {
                                                                   data.train->vocab_size(), file.vocab_size));
         config = file;
     }
-    GPT<float> model(config);
+    Model model(config);
     if (loaded.empty()) model.init(o.seed);
-    else model.params = loaded;
+    else model.load_parameters(loaded);
 
     long long tokens_per_micro = (long long)B * T;
     long long total_batch = o.total_batch ? o.total_batch : tokens_per_micro;
@@ -248,7 +368,8 @@ static int run(int argc, char** argv) {
             token_bytes = token_byte_lengths(*tokenizer);
         } catch (const Error& e) {
             if (!o.eval_tasks.empty()) throw;
-            std::printf("note: no bits per byte without GPT-2's vocabulary files (%s)\n", e.what());
+            std::printf("note: no bits per byte%s without GPT-2's vocabulary files (%s)\n",
+                        o.sample_every ? " and samples as token ids" : "", e.what());
         }
     }
     if (!o.eval_tasks.empty()) {
@@ -260,11 +381,9 @@ static int run(int argc, char** argv) {
     TrainState state;
     state.rng.reseed(o.seed);
     if (!resume_dir.empty()) {
-        state = load_state(resume_dir + "/state.bin", model.params.size());
+        state = load_state(resume_dir + "/state.bin", model.num_parameters());
         train_loader.set_position(state.data_epoch, state.data_position);
-    } else {
-        state.m.assign(model.params.size(), 0.0f);
-        state.v.assign(model.params.size(), 0.0f);
+        model.load_optimizer_state(state.m, state.v);
     }
     if (state.step >= o.steps) {
         std::printf("%s is at step %lld, --steps is %d: nothing to train\n", resume_dir.c_str(), (long long)state.step, o.steps);
@@ -291,7 +410,7 @@ static int run(int argc, char** argv) {
     }
     auto log_line = [&](const json& j) {
         if (!log) return;
-        std::fprintf(log, "%s\n", j.dump().c_str());
+        std::fprintf(log, "%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());  // a sample may end inside a UTF-8 character
         std::fflush(log);
     };
     auto save = [&](int64_t step) {
@@ -311,26 +430,37 @@ static int run(int argc, char** argv) {
                     {"git_commit", GIT_COMMIT}};
         std::string dir = o.out + "/" + checkpoint_name(step);
         std::filesystem::create_directories(o.out);
-        save_checkpoint(dir, config, model.params, state, cfg);
+        model.optimizer_state(state.m, state.v);
+        save_checkpoint(dir, config, model.parameters(), state, cfg);
         std::printf("saved %s\n", dir.c_str());
     };
 
     std::printf("model: %d layers, %d heads, %d channels, vocab %d, %s params | attention %s, positions %s%s\n",
                 config.num_layers, config.num_heads, config.channels, config.vocab_size,
-                human_count((double)model.params.size()).c_str(), to_string(config.attention.kind),
+                human_count((double)model.num_parameters()).c_str(), to_string(config.attention.kind),
                 to_string(config.attention.position),
                 config.attention.bias_window ? format(", distance bias W=%d", config.attention.bias_window).c_str() : "");
     std::printf("data: %s (%s tokens), val: %s | batch %d x %d, %d micro-steps, %lld tokens/step | %d threads\n",
                 data.train->description().c_str(), human_count((double)data.train->total_tokens()).c_str(),
                 data.val ? data.val->description().c_str() : "none", B, T, micro_steps, total_batch,
                 omp_get_max_threads());
+    model.reserve(B, T);
+    const size_t memory_used = model.device_memory_used();
+    std::string memory = memory_used ? format(" | %sB in use with activations for %d x %d",
+                                              human_count((double)memory_used).c_str(), B, T)
+                                     : "";
+    std::printf("device: %s%s\n", device.description.c_str(), memory.c_str());
     if (!resume_dir.empty()) std::printf("resumed from %s at step %lld\n", resume_dir.c_str(), (long long)state.step);
+    // 6 N + 12 L T C model FLOPs per token (the header comment)
+    const double flops_per_token = 6.0 * model.num_parameters() + 12.0 * config.num_layers * T * config.channels;
+    size_t peak_memory = 0;
 
     std::signal(SIGINT, [](int) { interrupted = 1; });
     AdamWConfig adamw;
     adamw.beta1 = o.beta1;
     adamw.beta2 = o.beta2;
     adamw.eps = o.eps;
+    adamw.weight_decay = o.weight_decay;
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     const int64_t first_step = state.step;
     double elapsed = 0.0;
@@ -347,25 +477,38 @@ static int run(int argc, char** argv) {
             train_accuracy += accuracy_of(model, targets);
             model.backward(1.0 / micro_steps);
         }
-        double norm = std::sqrt(sum_of_squares(model.grads.data(), model.grads.size()));
-        float scale = clip_scale(norm, o.grad_clip);
-        for (const ParamTensor& t : model.layout()) {
-            adamw.lr = t.attention_param ? lr * o.lr_attn_mult : lr;
-            adamw.weight_decay = t.weight_decay ? o.weight_decay : 0.0f;
-            adamw_update(model.params.data() + t.offset, model.grads.data() + t.offset, state.m.data() + t.offset,
-                         state.v.data() + t.offset, t.count, (int)step + 1, adamw, scale);
-        }
+        double norm = model.gradient_norm();
+        adamw.lr = lr;
+        model.update(adamw, o.lr_attn_mult, (int)step + 1, clip_scale(norm, o.grad_clip));
         state.tokens_seen += total_batch;
+        peak_memory = std::max(peak_memory, model.device_memory_used());
+        // On the GPU the update may still be running: its time counts in the next step's (which waits for it).
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         elapsed += ms / 1000.0;
         double tokens_per_s = total_batch / (ms / 1000.0);
+        double mfu = device.peak_flops ? flops_per_token * tokens_per_s / device.peak_flops : NAN;
         double eta = elapsed / (step - first_step + 1) * (o.steps - step - 1);
-        std::printf("step %*lld/%d | loss %.4f | acc %.3f | lr %.2e | norm %.3f | %.1f ms | %s tok/s | eta %s\n",
+        std::printf("step %*lld/%d | loss %.4f | acc %.3f | lr %.2e | norm %.3f | %.1f ms | %s tok/s%s | eta %s\n",
                     (int)std::to_string(o.steps).size(), (long long)step + 1, o.steps, loss,
-                    train_accuracy.fraction(), lr, norm, ms, human_count(tokens_per_s).c_str(), human_time(eta).c_str());
+                    train_accuracy.fraction(), lr, norm, ms, human_count(tokens_per_s).c_str(),
+                    std::isnan(mfu) ? "" : format(" | MFU %.1f%%", 100 * mfu).c_str(), human_time(eta).c_str());
         std::fflush(stdout);
-        log_line({{"step", step + 1}, {"loss", loss}, {"acc", train_accuracy.fraction()}, {"lr", lr},
-                  {"grad_norm", norm}, {"ms", ms}, {"tokens_per_s", tokens_per_s}, {"tokens", state.tokens_seen}});
+        json step_line = {{"step", step + 1}, {"loss", loss}, {"acc", train_accuracy.fraction()}, {"lr", lr},
+                          {"grad_norm", norm}, {"ms", ms}, {"tokens_per_s", tokens_per_s}, {"tokens", state.tokens_seen}};
+        if (!std::isnan(mfu)) step_line["mfu"] = mfu;
+        if (peak_memory) step_line["gpu_memory_peak_bytes"] = peak_memory;
+        log_line(step_line);
+        if (o.sample_every && (step + 1) % o.sample_every == 0) {
+            std::vector<int> tokens = sample(model, state.rng, o.sample_tokens);
+            std::string text;
+            if (tokenizer) {
+                text = tokenizer->decode(tokens);
+            } else {
+                for (int id : tokens) text += (text.empty() ? "" : " ") + std::to_string(id);
+            }
+            std::printf("step %lld | sample: %s\n", (long long)step + 1, text.c_str());
+            log_line({{"step", step + 1}, {"sample", text}});
+        }
         bool last = step + 1 == o.steps;
         if ((val_loader || !eval_tasks.empty()) && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
             json line = {{"step", step + 1}};
@@ -389,6 +532,7 @@ static int run(int argc, char** argv) {
         if (o.save_every && (step + 1) % o.save_every == 0 && !last) save(step + 1);
     }
     save(step);
+    if (peak_memory) std::printf("peak GPU memory in use: %sB\n", human_count((double)peak_memory).c_str());
     if (log) std::fclose(log);
     if (interrupted) {
         std::fprintf(stderr, "interrupted at step %lld%s\n", (long long)step, o.out.empty() ? "" : " (checkpoint saved)");

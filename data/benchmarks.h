@@ -524,20 +524,36 @@ inline std::string summary(const TaskResult& r) {
                   too_long.c_str());
 }
 
-// ---- the CPU model as a Scorer --------------------------------------------------------------------
+// ---- a model as a Scorer ----------------------------------------------------------------------------
+
+// The argmax over the real vocabulary (ties to the lowest id) at the first `positions` positions of the
+// CPU model's last forward(), from its logits. The GPU model has its own overload (layers/gpt.cuh), which
+// computes them on the device rather than copying [B, T, Vp] logits to the host.
+template <typename Real>
+std::vector<int> predictions(const GPT<Real>& model, size_t positions) {
+    const int V = model.config().vocab_size, Vp = model.config().padded_vocab_size;
+    std::vector<int> best(positions);
+    for (size_t i = 0; i < positions; i++) {
+        const Real* row = model.logits() + i * Vp;
+        best[i] = int(std::max_element(row, row + V) - row);  // the first of equal maxima
+    }
+    return best;
+}
 
 // All sequences of one call go through one forward pass: B = number of sequences, T = the longest
 // input. Shorter rows are padded at the end; causal attention keeps padding out of the positions
-// before it, and padded positions have no target.
-template <typename Real>
-class GPTScorer : public Scorer {
+// before it, and padded positions have no target. A token is greedy when it is the model's argmax
+// prediction (predictions() above). Model is GPT<Real> or gpu::GPT: anything with config(),
+// forward() and losses() and a predictions() overload.
+template <typename Model>
+class ModelScorer : public Scorer {
 public:
-    explicit GPTScorer(GPT<Real>& model) : model_(model) {}
+    explicit ModelScorer(Model& model) : model_(model) {}
 
     int max_seq_len() const override { return model_.config().max_seq_len; }
 
     std::vector<std::vector<TokenScore>> score(const std::vector<Sequence>& sequences) override {
-        const int B = (int)sequences.size(), V = model_.config().vocab_size, Vp = model_.config().padded_vocab_size;
+        const int B = (int)sequences.size(), V = model_.config().vocab_size;
         int T = 1;
         for (const Sequence& s : sequences) T = std::max(T, (int)s.tokens.size() - 1);
         const int pad = V > Tokenizer::EOT ? Tokenizer::EOT : 0;  // any id in the vocabulary would do
@@ -551,24 +567,24 @@ public:
             for (int t = n - 1 - sequences[b].continuation; t < n - 1; t++) targets[(size_t)b * T + t] = tokens[t + 1];
         }
         model_.forward(inputs.data(), targets.data(), B, T);
+        const std::vector<int> predicted = predictions(model_, targets.size());
 
         // losses() holds -log p(target) at every position that has one
         std::vector<std::vector<TokenScore>> scores(B);
-        for (int b = 0; b < B; b++) {
-            for (int t = 0; t < T; t++) {
-                const size_t position = (size_t)b * T + t;
-                const int target = targets[position];
-                if (target == -1) continue;
-                const Real* row = model_.logits() + position * Vp;
-                const bool greedy = row[target] >= *std::max_element(row, row + V);
-                scores[b].push_back({-double(model_.losses()[position]), greedy});
-            }
+        for (size_t position = 0; position < targets.size(); position++) {
+            const int target = targets[position];
+            if (target == -1) continue;
+            scores[position / T].push_back({-double(model_.losses()[position]), predicted[position] == target});
         }
         return scores;
     }
 
 private:
-    GPT<Real>& model_;
+    Model& model_;
 };
+
+// The CPU model's scorer under its own name.
+template <typename Real>
+using GPTScorer = ModelScorer<GPT<Real>>;
 
 }  // namespace focus

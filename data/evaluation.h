@@ -15,11 +15,20 @@
 
 namespace focus {
 
-// Next-token accuracy of the last forward() (before backward(), which overwrites the logits).
-template <typename Real>
-Accuracy accuracy_of(const GPT<Real>& model, const std::vector<int>& targets) {
-    const GPTConfig& c = model.config();
-    return accuracy(model.logits(), targets.data(), targets.size(), c.vocab_size, c.padded_vocab_size);
+// The functions below take the CPU model GPT<Real> or the GPU model gpu::GPT (layers/gpt.cuh).
+
+// Next-token accuracy of the last forward() (before backward(), which overwrites the logits): the
+// argmax rule of tasks.h's accuracy(), on predictions() (benchmarks.h; computed on the GPU for gpu::GPT).
+template <typename Model>
+Accuracy accuracy_of(Model& model, const std::vector<int>& targets) {
+    const std::vector<int> predicted = predictions(model, targets.size());
+    Accuracy a;
+    for (size_t i = 0; i < targets.size(); i++) {
+        if (targets[i] < 0) continue;
+        a.correct += predicted[i] == targets[i];
+        a.counted++;
+    }
+    return a;
 }
 
 struct Evaluation {
@@ -38,8 +47,8 @@ inline std::vector<int> token_byte_lengths(const Tokenizer& tokenizer) {
 
 // The first `batches` batches of the validation data (fewer if it has fewer). token_bytes empty:
 // no bits per byte.
-template <typename Real>
-Evaluation evaluate(GPT<Real>& model, DataLoader& val, int batches, int B, int T,
+template <typename Model>
+Evaluation evaluate(Model& model, DataLoader& val, int batches, int B, int T,
                     const std::vector<int>& token_bytes = {}) {
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     val.set_position(0, 0);
@@ -80,12 +89,12 @@ inline std::vector<Task> load_tasks(const std::string& list, const std::string& 
     return tasks;
 }
 
-template <typename Real>
-std::vector<TaskResult> evaluate_tasks(GPT<Real>& model, const std::vector<Task>& tasks, const Tokenizer& tokenizer,
+template <typename Model>
+std::vector<TaskResult> evaluate_tasks(Model& model, const std::vector<Task>& tasks, const Tokenizer& tokenizer,
                                        size_t limit) {
     check(tasks.empty() || model.config().vocab_size == Tokenizer::VOCAB_SIZE,
           format("zero-shot tasks need a GPT-2 vocabulary model (this one has %d tokens)", model.config().vocab_size));
-    GPTScorer<Real> scorer(model);
+    ModelScorer<Model> scorer(model);
     std::vector<TaskResult> results;
     for (const Task& task : tasks) results.push_back(evaluate_task(task, scorer, tokenizer, limit));
     return results;

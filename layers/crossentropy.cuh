@@ -11,6 +11,10 @@
 // softmax), and the block merges the threads' pairs in a fixed tree. Pass 2: each thread writes the
 // gradient of the columns it read. In place is safe: every column is read and written by one thread,
 // and all pass-1 reads (including the target's logit) come before the block's barrier.
+//   argmax_rows: predictions[i] = the first index of the largest of logits[i, :V] (ties go to the lowest
+//   id, as in data/tasks.h's accuracy), for next-token accuracy and greedy scoring without copying the
+//   logits off the GPU. One block of ARGMAX_THREADS per row; each thread keeps the best (value, index) of
+//   its strided columns and the block merges them. The result is unique, so the order does not matter.
 #pragma once
 #include <cfloat>
 
@@ -86,6 +90,49 @@ inline void softmax_crossentropy(float* losses, floatX* dlogits, const floatX* l
                                  int N, int V, int Vp, cudaStream_t stream) {
     check(V >= 1 && V <= Vp, format("cross-entropy: vocabulary %d does not fit the padded width %d", V, Vp));
     softmax_crossentropy_kernel<<<N, CLASSIFIER_THREADS, 0, stream>>>(losses, dlogits, logits, targets, dloss, V, Vp);
+    CUDA_CHECK_LAUNCH();
+}
+
+constexpr int ARGMAX_THREADS = 256;
+
+// The better of two (value, index) candidates: the larger value, or on a tie the lower index.
+__device__ inline void keep_better(float& value, int& index, float other_value, int other_index) {
+    if (other_value > value || (other_value == value && other_index < index)) {
+        value = other_value;
+        index = other_index;
+    }
+}
+
+static __global__ void argmax_rows_kernel(int* predictions, const floatX* logits, int V, int Vp) {
+    __shared__ float warp_values[WARP_SIZE];
+    __shared__ int warp_indices[WARP_SIZE];
+    const floatX* x = logits + size_t(blockIdx.x) * Vp;
+    float value = -INFINITY;
+    int index = V;  // loses every tie against a real column
+    for (int v = threadIdx.x; v < V; v += blockDim.x) keep_better(value, index, float(x[v]), v);
+    auto warp_best = [&]() {
+        for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2)
+            keep_better(value, index, __shfl_xor_sync(0xffffffffu, value, offset),
+                        __shfl_xor_sync(0xffffffffu, index, offset));
+    };
+    warp_best();
+    const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+    if (lane == 0) {
+        warp_values[warp] = value;
+        warp_indices[warp] = index;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    const bool has_warp = lane < int(blockDim.x / WARP_SIZE);
+    value = has_warp ? warp_values[lane] : -INFINITY;
+    index = has_warp ? warp_indices[lane] : V;
+    warp_best();
+    if (lane == 0) predictions[blockIdx.x] = min(index, V - 1);  // an all -inf (or NaN) row predicts the last id
+}
+
+inline void argmax_rows(int* predictions, const floatX* logits, int N, int V, int Vp, cudaStream_t stream) {
+    check(V >= 1 && V <= Vp, format("argmax: vocabulary %d does not fit the padded width %d", V, Vp));
+    argmax_rows_kernel<<<N, ARGMAX_THREADS, 0, stream>>>(predictions, logits, V, Vp);
     CUDA_CHECK_LAUNCH();
 }
 

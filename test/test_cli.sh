@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end tests of the trainer binary: bad input gives one clear line and a non-zero exit,
 # training lowers the loss, --resume continues bit-exactly, checkpoints are refused when they do
-# not match the flags, task data trains with accuracies logged, and the semantic-focus sweep
-# script runs. Usage: bash test/test_cli.sh BUILD_DIR
+# not match the flags, task data trains with accuracies logged, --sample-every samples (and resumes
+# bit-exactly), the GPU trainer (when built) says in one line that there is no GPU, and the
+# semantic-focus sweep script runs. Usage: bash test/test_cli.sh BUILD_DIR
 set -u
 build=${1:-build}
 train="$build/train_gpt_cpu"
@@ -129,8 +130,33 @@ if [ $rc -eq 130 ] && [ "$(echo "$saved" | wc -w)" -eq 1 ] && [ -f "$tmp/interru
 else
     fail "Ctrl-C (exit $rc, saved: $saved)"
 fi
+# --sample-every draws from the checkpointed RNG: a resumed run draws the same samples and ends identical
+"$train" "${run[@]}" --sample-every 2 --sample-tokens 5 --save-every 3 --out "$tmp/s" --log "$tmp/s.jsonl" >"$tmp/s.out" 2>&1
+"$train" --resume "$tmp/s/ckpt_00000003" --out "$tmp/t" --log "$tmp/t.jsonl" >/dev/null 2>&1
+if [ "$(grep -c '^step [246] | sample: [0-9]*\( [0-9]*\)\{4\}$' "$tmp/s.out")" -eq 3 ] &&
+    cmp -s "$tmp/s/ckpt_00000006/model.bin" "$tmp/t/ckpt_00000006/model.bin" &&
+    cmp -s "$tmp/s/ckpt_00000006/state.bin" "$tmp/t/ckpt_00000006/state.bin" &&
+    [ "$(steps_4_to_6 "$tmp/t.jsonl" | grep -c '"sample"')" -eq 2 ] &&
+    [ "$(steps_4_to_6 "$tmp/s.jsonl")" = "$(steps_4_to_6 "$tmp/t.jsonl")" ]; then
+    pass "--sample-every prints token-id samples; --resume stays bit-exact with sampling on"
+else
+    fail "--sample-every with --resume ($(tail -1 "$tmp/s.out"))"
+fi
 head -c 2000 "$tmp/a/ckpt_00000006/model.bin" >"$tmp/broken.bin"
 expect_error "truncated model file" "truncated" --init "$tmp/broken.bin"
+
+echo "cli: the GPU trainer without a GPU"
+if [ ! -x "$build/train_gpt" ]; then
+    echo "  skip: $build/train_gpt not built (no nvcc)"
+elif nvidia-smi -L >/dev/null 2>&1; then
+    echo "  skip: this machine has a GPU (make gpu-check runs the GPU trainer)"
+else
+    saved_train=$train
+    train="$build/train_gpt"
+    expect_error "train_gpt exits with one line naming train_gpt_cpu" \
+        "^train_gpt: no usable CUDA device (.*): use build/train_gpt_cpu$" "${tiny[@]}" --steps 1
+    train=$saved_train
+fi
 
 echo "cli: task data"
 expect_error "unknown task" "error: unknown task 'nope' (valid: parity" --data task:nope

@@ -5,6 +5,7 @@
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/crossentropy.h"
+#include "../data/tasks.h"
 #include "../layers/encoder.cuh"
 #include "../layers/encoder.h"
 #include "../layers/gelu.cuh"
@@ -232,6 +233,31 @@ void test_crossentropy_bad_target() {
            all_nan ? 0 : INFINITY, 0, all_nan ? "NaN loss and gradient row" : "a finite loss or gradient");
 }
 
+// argmax_rows against data/tasks.h's accuracy (the CPU's argmax, ties to the lowest id): taken as the targets,
+// the GPU's predictions must all be right. Every row holds a tie for its maximum (two copies of one value),
+// and the last row is all equal, so the tie rule is checked, not only the maximum.
+void test_argmax(int N, int V, int Vp) {
+    const std::string shape = format("N=%d V=%d Vp=%d", N, V, Vp);
+    Rng rng(5500 + N + V);
+    Vector logits = random_vector(rng, size_t(N) * Vp, 2.0);
+    for (int i = 0; i < N; i++) {
+        double* row = logits.data() + size_t(i) * Vp;
+        const int first = int(rng.below(V)), second = int(rng.below(V));
+        row[first] = row[second] = 9.0;  // (almost surely) the row's maximum, twice
+        for (int v = V; v < Vp; v++) row[v] = 100.0;  // padding never wins
+    }
+    std::fill(logits.end() - Vp, logits.end() - (Vp - V), 1.0);
+    auto d_logits = to_device<floatX>(logits);
+    auto d_predictions = poisoned<int>(N);
+    focus::gpu::argmax_rows(d_predictions.data(), d_logits.data(), N, V, Vp, stream);
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    const std::vector<int> predictions = d_predictions.download();
+    const focus::Accuracy right = focus::accuracy(logits.data(), predictions.data(), N, V, Vp);
+    const bool ok = right.correct == size_t(N);
+    record("argmax_rows predictions", shape, ok, ok ? 0 : INFINITY, 0,
+           format("%zu of %d rows agree with the CPU argmax", right.correct, N));
+}
+
 void test_adamw(size_t n) {
     const std::string shape = format("n=%zu", n);
     Rng rng(6000 + n);
@@ -322,6 +348,9 @@ int main(int argc, char** argv) {
     run("crossentropy", [] { test_crossentropy(7, 1027, 1088); });
     run("crossentropy", [] { test_crossentropy(16, 50257, 50304); });
     run("crossentropy", [] { test_crossentropy_bad_target(); });
+    run("argmax", [] { test_argmax(1, 1, 64); });
+    run("argmax", [] { test_argmax(5, 10, 16); });
+    run("argmax", [] { test_argmax(33, 50257, 50304); });
     for (size_t n : {size_t(1), size_t(1000), size_t(1000003)}) run("adamw", [n] { test_adamw(n); });
     for (size_t n : {size_t(1), size_t(1000), size_t(262145), size_t(3000001)})
         run("sum_of_squares", [n] { test_sum_of_squares(n); });

@@ -1,9 +1,151 @@
-// test_gpu_model.cu: a whole training step on the GPU against the CPU trainer (filled in with the
-// GPU model).
+// test_gpu_model.cu: one whole training step of the GPU model (layers/gpt.cuh) against the CPU model
+// (layers/gpt.h) run in double, for every attention kind x {learned, rope} x {no bias, a bias window}.
+//
+// Model: 2 layers, 4 heads, 64 channels, vocabulary 100 (padded to 128), B = 2, T = 33 (no multiple of
+// any block size), GPT-2's initialisation; targets with a -1 at every fifth position. Both sides start
+// from the same parameters: the GPU's master weights are the initial floats, and the CPU reads them
+// rounded to floatX, as the GPU's kernels do. Checked, each tensor as max |gpu - cpu| / max |cpu|
+// (gpu_check.h):
+//  - the loss and the per-position losses (0 at the -1 targets on both sides);
+//  - every gradient tensor of the layout, by name;
+//  - the AdamW update: the CPU's adamw_update (in double) applied with the trainer's per-tensor rule
+//    (lr * lr_attn_mult = 3 for theta and the bias table, weight decay on matrices and embeddings only)
+//    to the GPU's own gradients, so that only the update is measured; lr_attn_mult = 3 and weight decay
+//    0.1 make a wrong rule an error of order 1 (multiplier) or 1e-4 (decay), far above the tolerance;
+//  - the loss after the update (the floatX copy of the updated master weights is what the forward reads);
+//  - two identical steps give bit-identical gradients.
+// Tolerances:
+//  - master weights after AdamW: float on both builds, from identical gradients: FP32_TOLERANCE.
+//  - loss: fp32 build 1e-5 (a few fp32 roundings per layer, sums of 128 logits); bf16 build 1e-2: every
+//    activation is stored in bf16 (2^-9 = 2e-3 relative), and the logits' errors reach the mean loss
+//    averaged over 66 positions, so it is off by well under 1%.
+//  - gradients: fp32 build 1e-4: the backward of the whole model chains ~40 stored fp32 results with sums
+//    of up to B*T*4C = 16896 terms, ~1e-5 at worst. bf16 build 1e-1: each of those ~40 stored results is
+//    rounded to 2^-9, and the errors add up along the chain (sqrt(40) * 2e-3 ~ 1.3e-2, amplified a few
+//    times by LayerNorm's 1/std and by the softmax); moreover a top-k selection or an elastic mask
+//    decided by scores that differ by less than their bf16 error can flip, which is a jump in that row's
+//    gradient, not a rounding (test_gpu_attention.cu checks those kernels exactly on shared inputs).
+//    A wrong or missing term costs O(1) in the tensors it touches.
+#include <cstring>
+
+#include "../layers/adamw.h"
+#include "../layers/gpt.cuh"
+#include "../layers/gpt.h"
 #include "gpu_check.h"
 
 namespace gpu_check {
 
-void model_tests() {}
+namespace {
+
+constexpr double LOSS_TOLERANCE = FP32_BUILD ? 1e-5 : 1e-2;
+constexpr double GRADIENT_TOLERANCE = FP32_BUILD ? 1e-4 : 1e-1;
+
+focus::GPTConfig small_config(focus::AttentionKind kind, focus::PositionKind position, bool bias) {
+    focus::GPTConfig c;
+    c.max_seq_len = 33;
+    c.vocab_size = 100;
+    c.padded_vocab_size = focus::padded_vocab(c.vocab_size);
+    c.num_layers = 2;
+    c.num_heads = 4;
+    c.channels = 64;
+    c.attention.kind = kind;
+    c.attention.position = position;
+    if (kind == focus::AttentionKind::topk) c.attention.k = 5;
+    if (kind == focus::AttentionKind::window || kind == focus::AttentionKind::block) {
+        c.attention.k = 8;
+        c.attention.global_tokens = 1;
+    }
+    c.attention.bias_window = bias ? 8 : 0;
+    return c;
+}
+
+Vector slice(const std::vector<float>& all, const focus::ParamTensor& t) {
+    return Vector(all.begin() + t.offset, all.begin() + t.offset + t.count);
+}
+Vector slice(const std::vector<double>& all, const focus::ParamTensor& t) {
+    return Vector(all.begin() + t.offset, all.begin() + t.offset + t.count);
+}
+
+void test_training_step(const focus::GPTConfig& config) {
+    const focus::AttentionConfig& a = config.attention;
+    const std::string shape = format("%s k=%d %s W=%d", focus::to_string(a.kind), a.k, focus::to_string(a.position),
+                                     a.bias_window);
+    const int B = 2, T = config.max_seq_len;
+    const size_t N = size_t(B) * T;
+    Rng rng(9000 + 7 * int(a.kind) + 3 * int(a.position) + a.bias_window);
+    std::vector<int> tokens(N), targets(N);
+    for (size_t i = 0; i < N; i++) {
+        tokens[i] = int(rng.below(config.vocab_size));
+        targets[i] = i % 5 == 4 ? -1 : int(rng.below(config.vocab_size));
+    }
+
+    focus::gpu::GPT gpu(config);
+    gpu.init(1337);
+    const std::vector<float> initial = gpu.parameters();
+    focus::GPT<double> cpu(config);
+    for (size_t i = 0; i < initial.size(); i++) cpu.params[i] = round_to_floatX(initial[i]);
+
+    // one step: forward, backward
+    const double gpu_loss = gpu.forward(tokens.data(), targets.data(), B, T);
+    const Vector gpu_losses(gpu.losses(), gpu.losses() + N);
+    gpu.backward();
+    const std::vector<float> gradients = gpu.gradients();
+    const double cpu_loss = cpu.forward(tokens.data(), targets.data(), B, T);
+    const Vector cpu_losses(cpu.losses(), cpu.losses() + N);
+    cpu.backward();
+    expect_close("model loss (targets with -1)", shape, {gpu_loss}, {cpu_loss}, LOSS_TOLERANCE);
+    expect_close("model per-position losses", shape, gpu_losses, cpu_losses, LOSS_TOLERANCE);
+    for (const focus::ParamTensor& t : gpu.layout())
+        expect_close("model gradient " + t.name, shape, slice(gradients, t), slice(cpu.grads, t), GRADIENT_TOLERANCE);
+
+    // determinism: the same step again gives the same bits
+    gpu.zero_grad();
+    gpu.forward(tokens.data(), targets.data(), B, T);
+    gpu.backward();
+    const std::vector<float> again = gpu.gradients();
+    const bool same = std::memcmp(again.data(), gradients.data(), again.size() * sizeof(float)) == 0;
+    record("model gradients bit-identical in two steps", shape, same, same ? 0 : INFINITY, 0,
+           same ? "identical" : "the two steps differ");
+
+    // AdamW with the trainer's per-tensor rule, on the GPU's gradients on both sides
+    focus::AdamWConfig adamw;
+    adamw.lr = 1e-2f;
+    adamw.weight_decay = 0.1f;
+    const float lr_attn_mult = 3.0f;
+    const int step = 1;
+    std::vector<double> grad_values(gradients.begin(), gradients.end());
+    const float grad_scale = focus::clip_scale(std::sqrt(focus::sum_of_squares(grad_values.data(), grad_values.size())),
+                                               1.0f);
+    gpu.update(adamw, lr_attn_mult, step, grad_scale);
+    std::vector<double> master(initial.begin(), initial.end()), m(initial.size(), 0.0), v(initial.size(), 0.0);
+    for (const focus::ParamTensor& t : gpu.layout()) {
+        focus::AdamWConfig tensor = adamw;
+        tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
+        tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
+        focus::adamw_update(master.data() + t.offset, grad_values.data() + t.offset, m.data() + t.offset,
+                            v.data() + t.offset, t.count, step, tensor, grad_scale);
+    }
+    const std::vector<float> updated = gpu.parameters();
+    for (const focus::ParamTensor& t : gpu.layout())
+        expect_close("model AdamW update " + t.name, shape, slice(updated, t), slice(master, t), FP32_TOLERANCE);
+
+    // the forward reads the updated weights (rounded to floatX)
+    for (size_t i = 0; i < master.size(); i++) cpu.params[i] = round_to_floatX(master[i]);
+    const double gpu_loss_after = gpu.forward(tokens.data(), targets.data(), B, T);
+    const double cpu_loss_after = cpu.forward(tokens.data(), targets.data(), B, T);
+    expect_close("model loss after the update", shape, {gpu_loss_after}, {cpu_loss_after}, LOSS_TOLERANCE);
+}
+
+}  // namespace
+
+void model_tests() {
+    using focus::AttentionKind;
+    using focus::PositionKind;
+    for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic, AttentionKind::topk,
+                               AttentionKind::window, AttentionKind::block})
+        for (PositionKind position : {PositionKind::learned, PositionKind::rope})
+            for (bool bias : {false, true})
+                run("model", [=] { test_training_step(small_config(kind, position, bias)); });
+}
 
 }  // namespace gpu_check

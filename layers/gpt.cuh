@@ -1,0 +1,419 @@
+// gpt.cuh: the GPT-2 model of gpt.h on the GPU, for training: the same computation, the same parameter
+// layout (parameter_layout: llm.c's order, theta and the bias table appended), so checkpoints move freely
+// between train_gpt_cpu and train_gpt.
+//
+//   forward   encoder, then per layer: ln1 -> qkv matmul -> attention -> attproj matmul, then
+//             residual2 = residual + attproj and ln2 in one kernel (fused_residual_layernorm_forward),
+//             fc matmul with GELU in its epilogue (matmul_gelu_forward), fcproj matmul, and
+//             residual3 = residual2 + fcproj fused with the next LayerNorm (the next layer's ln1, or lnf);
+//             logits = lnf @ wte^T; losses = cross-entropy (float, [B, T], copied to the host).
+//   backward  gpt.h's backward, kernel for kernel; dlogits overwrite the logits in place.
+//   update    AdamW per tensor of the layout (the trainer's rule: theta and bias at lr * lr_attn_mult,
+//             decay on matrices and embeddings only), on fp32 master weights.
+// Memory, all on the device, one allocation per buffer:
+//   parameters  master (float) and params (floatX, what the kernels read: master rounded), grads
+//               (floatX, accumulated over micro-batches), AdamW m and v (float); each [P] in layout order.
+//   activations one buffer per kind, [L, ...] for the per-layer ones (layer l's slice at l * its size for
+//               the current B, T), sized for the largest B * T (and B * T * T for probs) seen so far:
+//               ln1, ln2, atty, residual2, residual3 [L, N, C]; LayerNorm mean/rstd [L, N] (float);
+//               qkv, qkv_rot [L, N, 3C]; fch (pre-GELU), fch_gelu [L, N, 4C]; probs [L, B, NH, T, T]
+//               (float); and once: encoded, a branch output (attproj, then fcproj), lnf [N, C];
+//               logits [N, Vp]; losses [N] (float); tokens, targets, predictions [N] (int).
+//   gradients   one layer's scratch, reused on the way down: dresidual, dln, datty [N, C], dqkv [N, 3C],
+//               dfch, dfch_gelu [N, 4C].
+// Everything runs on one stream, with deterministic kernels (no atomics): the same step twice gives the
+// same bits. An allocation that does not fit throws focus::Error naming the tensor and its size.
+#pragma once
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../attention/attention.cuh"
+#include "adamw.cuh"
+#include "crossentropy.cuh"
+#include "encoder.cuh"
+#include "gelu.cuh"
+#include "gpt.h"
+#include "layernorm.cuh"
+#include "matmul.cuh"
+
+namespace focus::gpu {
+
+inline std::string human_bytes(size_t bytes) {
+    return bytes >= (size_t(1) << 30) ? format("%.1f GiB", bytes / double(size_t(1) << 30))
+                                      : format("%.1f MiB", bytes / double(size_t(1) << 20));
+}
+
+// A DeviceBuffer whose allocation failure names what it is for: "out of GPU memory allocating
+// activations.probs (4.8 GiB); reduce --batch or --seq".
+template <typename T>
+DeviceBuffer<T> allocate(const std::string& name, size_t count, const char* advice) {
+    try {
+        return DeviceBuffer<T>(count);
+    } catch (const Error&) {
+        if (cudaGetLastError() != cudaErrorMemoryAllocation) throw;  // also clears the (non-sticky) error
+        throw Error(format("out of GPU memory allocating %s (%s); %s", name.c_str(),
+                           human_bytes(count * sizeof(T)).c_str(), advice));
+    }
+}
+
+class GPT {
+public:
+    explicit GPT(const GPTConfig& config) : config_(config), layout_(parameter_layout(config)) {
+        validate(config_);
+        CUDA_CHECK(cudaStreamCreate(&stream_));
+        const size_t P = parameter_count(layout_);
+        const char* advice = "the model does not fit this GPU";
+        master_ = allocate<float>("parameters.master", P, advice);
+        params_ = allocate<floatX>("parameters.params", P, advice);
+        grads_ = allocate<floatX>("parameters.grads", P, advice);
+        m_ = allocate<float>("optimizer.m", P, advice);
+        v_ = allocate<float>("optimizer.v", P, advice);
+        norm_ = allocate<float>("optimizer.norm", 1, advice);
+        CUDA_CHECK(cudaMemsetAsync(m_.data(), 0, P * sizeof(float), stream_));
+        CUDA_CHECK(cudaMemsetAsync(v_.data(), 0, P * sizeof(float), stream_));
+        zero_grad();
+    }
+    ~GPT() { cudaStreamDestroy(stream_); }
+    GPT(const GPT&) = delete;
+    GPT& operator=(const GPT&) = delete;
+
+    const GPTConfig& config() const { return config_; }
+    const std::vector<ParamTensor>& layout() const { return layout_; }
+    size_t num_parameters() const { return master_.size(); }
+
+    // gpt.h's initialisation (on the host, the same numbers as GPT<float>::init), then uploaded.
+    void init(uint64_t seed) {
+        std::vector<float> host(num_parameters());
+        init_parameters(host.data(), layout_, config_.num_layers, seed);
+        load_parameters(host);
+    }
+    void load_parameters(const std::vector<float>& host) {
+        check(host.size() == num_parameters(),
+              format("%zu parameters given to a model of %zu", host.size(), num_parameters()));
+        master_.upload(host);
+        params_.upload(std::vector<floatX>(host.begin(), host.end()));
+    }
+    std::vector<float> parameters() const { return master_.download(); }
+    std::vector<float> gradients() const {
+        const std::vector<floatX> g = grads_.download();
+        return std::vector<float>(g.begin(), g.end());
+    }
+    // AdamW's moments, for checkpoints (state.bin).
+    void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
+        m_.upload(m);
+        v_.upload(v);
+    }
+    void optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
+        m = m_.download();
+        v = v_.download();
+    }
+
+    void zero_grad() { CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.size() * sizeof(floatX), stream_)); }
+
+    // gpt.h's forward: tokens [B, T] and targets (-1 = no loss there, nullptr = none) on the host; returns
+    // the mean loss over the positions with a target (NaN without targets). Per-position losses: losses().
+    double forward(const int* tokens, const int* targets, int B, int T) {
+        const GPTConfig& c = config_;
+        check(T >= 1 && T <= c.max_seq_len,
+              format("sequence length %d outside 1..%d (the model's maximum)", T, c.max_seq_len));
+        const size_t N = size_t(B) * T;
+        for (size_t i = 0; i < N; i++) {  // the message is formatted only for a bad id: this runs per token
+            if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+                throw Error(format("token %d outside the vocabulary 0..%d", tokens[i], c.vocab_size - 1));
+            if (targets && targets[i] != -1 && (targets[i] < 0 || targets[i] >= c.vocab_size))
+                throw Error(format("target %d of position %zu is outside [0, %d)", targets[i], i, c.vocab_size));
+        }
+        reserve(B, T);
+        B_ = B;
+        T_ = T;
+        tokens_.assign(tokens, tokens + N);
+        CUDA_CHECK(cudaMemcpyAsync(acts_.tokens.data(), tokens, N * sizeof(int), cudaMemcpyHostToDevice, stream_));
+        has_targets_ = targets != nullptr;
+        if (targets) {
+            targets_.assign(targets, targets + N);
+            CUDA_CHECK(cudaMemcpyAsync(acts_.targets.data(), targets, N * sizeof(int), cudaMemcpyHostToDevice, stream_));
+        }
+
+        const int C = c.channels, L = c.num_layers, Vp = c.padded_vocab_size;
+        ParameterTensors<floatX> p(params_.data(), layout_);
+        Activations& a = acts_;
+        encoder_forward(a.encoded.data(), a.tokens.data(), p.wte, p.wpe, B, T, C, stream_);
+        layernorm_forward(layer(0).ln1, layer(0).ln1_mean, layer(0).ln1_rstd, a.encoded.data(), p.ln1w, p.ln1b, N, C,
+                          stream_);
+        for (int l = 0; l < L; l++) {
+            const LayerActs x = layer(l);
+            const floatX* residual = l == 0 ? a.encoded.data() : layer(l - 1).residual3;
+            matmul_forward(x.qkv, x.ln1, p.qkvw + size_t(l) * 3 * C * C, p.qkvb + size_t(l) * 3 * C, N, C, 3 * C,
+                           stream_);
+            attention_forward(l, p);
+            matmul_forward(a.branch.data(), x.atty, p.attprojw + size_t(l) * C * C, p.attprojb + size_t(l) * C, N, C,
+                           C, stream_);
+            fused_residual_layernorm_forward(x.residual2, x.ln2, x.ln2_mean, x.ln2_rstd, residual, a.branch.data(),
+                                             p.ln2w + size_t(l) * C, p.ln2b + size_t(l) * C, N, C, stream_);
+            matmul_gelu_forward(x.fch_gelu, x.fch, x.ln2, p.fcw + size_t(l) * 4 * C * C, p.fcb + size_t(l) * 4 * C,
+                                N, C, 4 * C, stream_);
+            matmul_forward(a.branch.data(), x.fch_gelu, p.fcprojw + size_t(l) * 4 * C * C, p.fcprojb + size_t(l) * C,
+                           N, 4 * C, C, stream_);
+            // residual3 with the LayerNorm that reads it next: layer l + 1's ln1, or lnf after the last layer
+            const bool last = l == L - 1;
+            const LayerActs next = last ? x : layer(l + 1);
+            fused_residual_layernorm_forward(
+                x.residual3, last ? a.lnf.data() : next.ln1, last ? a.lnf_mean.data() : next.ln1_mean,
+                last ? a.lnf_rstd.data() : next.ln1_rstd, x.residual2, a.branch.data(),
+                last ? p.lnfw : p.ln1w + size_t(l + 1) * C, last ? p.lnfb : p.ln1b + size_t(l + 1) * C, N, C, stream_);
+        }
+        matmul_forward(a.logits.data(), a.lnf.data(), p.wte, nullptr, N, C, Vp, stream_);
+        has_logits_ = true;
+        if (!targets) return NAN;
+
+        softmax_crossentropy(a.losses.data(), nullptr, a.logits.data(), a.targets.data(), 1.0f, N, c.vocab_size, Vp,
+                             stream_);
+        losses_.resize(N);
+        CUDA_CHECK(cudaMemcpyAsync(losses_.data(), a.losses.data(), N * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        double sum = 0.0;  // in double and in order, as the CPU model adds them
+        for (size_t i = 0; i < N; i++) sum += losses_[i];
+        const size_t counted = target_count();
+        return counted ? sum / counted : NAN;
+    }
+
+    // gpt.h's backward: accumulates d(loss_scale * mean loss)/d(params) into the gradients. Consumes the
+    // logits of the last forward (they are overwritten by their gradient).
+    void backward(double loss_scale = 1.0) {
+        check(has_targets_, "backward() needs a forward() with targets");
+        const size_t counted = target_count();
+        check(counted > 0, "backward() with no position that has a target");
+        const GPTConfig& c = config_;
+        const int B = B_, T = T_, C = c.channels, L = c.num_layers, Vp = c.padded_vocab_size;
+        const size_t N = size_t(B) * T;
+        ParameterTensors<floatX> p(params_.data(), layout_), g(grads_.data(), layout_);
+        Activations& a = acts_;
+        GradScratch& d = scratch_;
+
+        floatX* dlogits = a.logits.data();
+        softmax_crossentropy(a.losses.data(), dlogits, a.logits.data(), a.targets.data(), float(loss_scale / counted),
+                             N, c.vocab_size, Vp, stream_);
+        has_logits_ = false;
+        zero(d.dresidual);
+        zero(d.dln);
+        matmul_backward(d.dln.data(), g.wte, nullptr, dlogits, a.lnf.data(), p.wte, N, C, Vp, stream_);
+        layernorm_backward(d.dresidual.data(), g.lnfw, g.lnfb, d.dln.data(), layer(L - 1).residual3, p.lnfw,
+                           a.lnf_mean.data(), a.lnf_rstd.data(), N, C, stream_);
+        // d.dresidual holds dloss/dx at the top of the residual stream; each layer adds its branches' share
+        for (int l = L - 1; l >= 0; l--) {
+            const LayerActs x = layer(l);
+            const floatX* residual = l == 0 ? a.encoded.data() : layer(l - 1).residual3;
+            zero(d.dfch_gelu);
+            zero(d.dfch);
+            zero(d.dln);
+            matmul_backward(d.dfch_gelu.data(), g.fcprojw + size_t(l) * 4 * C * C, g.fcprojb + size_t(l) * C,
+                            d.dresidual.data(), x.fch_gelu, p.fcprojw + size_t(l) * 4 * C * C, N, 4 * C, C, stream_);
+            gelu_backward(d.dfch.data(), x.fch, d.dfch_gelu.data(), N * 4 * C, stream_);
+            matmul_backward(d.dln.data(), g.fcw + size_t(l) * 4 * C * C, g.fcb + size_t(l) * 4 * C, d.dfch.data(),
+                            x.ln2, p.fcw + size_t(l) * 4 * C * C, N, C, 4 * C, stream_);
+            layernorm_backward(d.dresidual.data(), g.ln2w + size_t(l) * C, g.ln2b + size_t(l) * C, d.dln.data(),
+                               x.residual2, p.ln2w + size_t(l) * C, x.ln2_mean, x.ln2_rstd, N, C, stream_);
+            zero(d.datty);
+            zero(d.dqkv);
+            zero(d.dln);
+            matmul_backward(d.datty.data(), g.attprojw + size_t(l) * C * C, g.attprojb + size_t(l) * C,
+                            d.dresidual.data(), x.atty, p.attprojw + size_t(l) * C * C, N, C, C, stream_);
+            attention_backward(l, p, g);
+            matmul_backward(d.dln.data(), g.qkvw + size_t(l) * 3 * C * C, g.qkvb + size_t(l) * 3 * C, d.dqkv.data(),
+                            x.ln1, p.qkvw + size_t(l) * 3 * C * C, N, C, 3 * C, stream_);
+            layernorm_backward(d.dresidual.data(), g.ln1w + size_t(l) * C, g.ln1b + size_t(l) * C, d.dln.data(),
+                               residual, p.ln1w + size_t(l) * C, x.ln1_mean, x.ln1_rstd, N, C, stream_);
+        }
+        encoder_backward(g.wte, g.wpe, d.dresidual.data(), tokens_.data(), B, T, C, stream_);
+        has_targets_ = false;
+    }
+
+    // sqrt(sum of squared gradients), the global norm that clipping uses.
+    double gradient_norm() {
+        sum_of_squares(norm_.data(), grads_.data(), grads_.size(), stream_);
+        float sum = 0.0f;
+        CUDA_CHECK(cudaMemcpyAsync(&sum, norm_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        return std::sqrt(double(sum));
+    }
+
+    // AdamW on every tensor of the layout: adamw.lr for most, adamw.lr * lr_attn_mult for theta and the
+    // distance bias; adamw.weight_decay on matrices and embeddings, none on the rest.
+    void update(const AdamWConfig& adamw, float lr_attn_mult, int step, float grad_scale) {
+        for (const ParamTensor& t : layout_) {
+            AdamWConfig tensor = adamw;
+            tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
+            tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
+            adamw_update(master_.data() + t.offset, params_.data() + t.offset, grads_.data() + t.offset,
+                         m_.data() + t.offset, v_.data() + t.offset, t.count, step, tensor, grad_scale, stream_);
+        }
+    }
+
+    // After forward(): per-position losses [B, T] on the host (0 where the target is -1).
+    const float* losses() const { return losses_.data(); }
+    // After forward() and before backward(): the argmax over the real vocabulary of every position
+    // (ties to the lowest id), computed on the GPU.
+    std::vector<int> predictions() {
+        check(has_logits_, "predictions() needs the logits of a forward() (backward() consumes them)");
+        const size_t N = size_t(B_) * T_;
+        argmax_rows(acts_.predictions.data(), acts_.logits.data(), int(N), config_.vocab_size,
+                    config_.padded_vocab_size, stream_);
+        std::vector<int> host(N);
+        CUDA_CHECK(cudaMemcpyAsync(host.data(), acts_.predictions.data(), N * sizeof(int), cudaMemcpyDeviceToHost,
+                                   stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        return host;
+    }
+    // After forward() and before backward(): the logits [Vp] of one position, for sampling.
+    std::vector<float> logits_at(size_t position) {
+        check(has_logits_, "logits_at() needs the logits of a forward() (backward() consumes them)");
+        const size_t Vp = config_.padded_vocab_size;
+        std::vector<floatX> row(Vp);
+        CUDA_CHECK(cudaMemcpyAsync(row.data(), acts_.logits.data() + position * Vp, Vp * sizeof(floatX),
+                                   cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        return std::vector<float>(row.begin(), row.end());
+    }
+
+    // Allocates the activations for B x T tokens now (forward() does it on first use).
+    void reserve(int B, int T) {
+        const size_t N = size_t(B) * T, score_rows = N * T;
+        if (N <= capacity_.tokens && score_rows <= capacity_.score_rows) return;
+        capacity_.tokens = std::max(capacity_.tokens, N);
+        capacity_.score_rows = std::max(capacity_.score_rows, score_rows);
+        acts_ = Activations();  // free the old buffers before allocating the larger ones
+        scratch_ = GradScratch();
+        allocate_activations();
+    }
+
+    // Bytes in use on the device (every process's, from cudaMemGetInfo). Buffers are only ever allocated,
+    // so after a training step this is the peak.
+    static size_t device_memory_used() {
+        size_t free = 0, total = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free, &total));
+        return total - free;
+    }
+
+private:
+    struct LayerActs {
+        floatX *ln1, *qkv, *qkv_rot, *atty, *residual2, *ln2, *fch, *fch_gelu, *residual3;
+        float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *probs;
+    };
+    struct Activations {
+        DeviceBuffer<floatX> encoded, ln1, qkv, qkv_rot, atty, branch, residual2, ln2, fch, fch_gelu, residual3;
+        DeviceBuffer<floatX> lnf, logits;
+        DeviceBuffer<float> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, probs, lnf_mean, lnf_rstd, losses;
+        DeviceBuffer<int> tokens, targets, predictions;
+    };
+    struct GradScratch {
+        DeviceBuffer<floatX> dresidual, dln, datty, dqkv, dfch, dfch_gelu;
+    };
+
+    void allocate_activations() {
+        const size_t N = capacity_.tokens, L = config_.num_layers, C = config_.channels, NH = config_.num_heads;
+        const size_t Vp = config_.padded_vocab_size;
+        const char* advice = "reduce --batch or --seq";
+        Activations& a = acts_;
+        auto floats = [&](DeviceBuffer<floatX>& buffer, const char* name, size_t count) {
+            buffer = allocate<floatX>(std::string("activations.") + name, count, advice);
+        };
+        auto stats = [&](DeviceBuffer<float>& buffer, const char* name, size_t count) {
+            buffer = allocate<float>(std::string("activations.") + name, count, advice);
+        };
+        auto ints = [&](DeviceBuffer<int>& buffer, const char* name) {
+            buffer = allocate<int>(std::string("activations.") + name, N, advice);
+        };
+        floats(a.encoded, "encoded", N * C);
+        floats(a.ln1, "ln1", L * N * C);
+        floats(a.qkv, "qkv", L * N * 3 * C);
+        floats(a.qkv_rot, "qkv_rot", L * N * 3 * C);
+        floats(a.atty, "atty", L * N * C);
+        floats(a.branch, "branch", N * C);
+        floats(a.residual2, "residual2", L * N * C);
+        floats(a.ln2, "ln2", L * N * C);
+        floats(a.fch, "fch", L * N * 4 * C);
+        floats(a.fch_gelu, "fch_gelu", L * N * 4 * C);
+        floats(a.residual3, "residual3", L * N * C);
+        floats(a.lnf, "lnf", N * C);
+        floats(a.logits, "logits", N * Vp);
+        stats(a.ln1_mean, "ln1_mean", L * N);
+        stats(a.ln1_rstd, "ln1_rstd", L * N);
+        stats(a.ln2_mean, "ln2_mean", L * N);
+        stats(a.ln2_rstd, "ln2_rstd", L * N);
+        stats(a.probs, "probs", L * NH * capacity_.score_rows);
+        stats(a.lnf_mean, "lnf_mean", N);
+        stats(a.lnf_rstd, "lnf_rstd", N);
+        stats(a.losses, "losses", N);
+        ints(a.tokens, "tokens");
+        ints(a.targets, "targets");
+        ints(a.predictions, "predictions");
+        GradScratch& d = scratch_;
+        floats(d.dresidual, "dresidual", N * C);
+        floats(d.dln, "dln", N * C);
+        floats(d.datty, "datty", N * C);
+        floats(d.dqkv, "dqkv", N * 3 * C);
+        floats(d.dfch, "dfch", N * 4 * C);
+        floats(d.dfch_gelu, "dfch_gelu", N * 4 * C);
+    }
+
+    // Layer l's slices for the current B, T.
+    LayerActs layer(int l) const {
+        const size_t N = size_t(B_) * T_, C = config_.channels, NH = config_.num_heads;
+        const Activations& a = acts_;
+        return {a.ln1.data() + l * N * C,       a.qkv.data() + l * N * 3 * C,      a.qkv_rot.data() + l * N * 3 * C,
+                a.atty.data() + l * N * C,      a.residual2.data() + l * N * C,    a.ln2.data() + l * N * C,
+                a.fch.data() + l * N * 4 * C,   a.fch_gelu.data() + l * N * 4 * C, a.residual3.data() + l * N * C,
+                a.ln1_mean.data() + l * N,      a.ln1_rstd.data() + l * N,         a.ln2_mean.data() + l * N,
+                a.ln2_rstd.data() + l * N,      a.probs.data() + l * NH * N * T_};
+    }
+
+    // The one place the model calls attention (a fused kernel plugs in here).
+    void attention_forward(int l, const ParameterTensors<floatX>& p) {
+        const LayerActs x = layer(l);
+        gpu::attention_forward(config_.attention, x.atty, x.probs, x.qkv_rot, x.qkv, theta(p.theta, l), bias(p.bias, l),
+                               B_, T_, config_.channels, config_.num_heads, stream_);
+    }
+    void attention_backward(int l, const ParameterTensors<floatX>& p, const ParameterTensors<floatX>& g) {
+        const LayerActs x = layer(l);
+        gpu::attention_backward(config_.attention, scratch_.dqkv.data(), theta(g.theta, l), bias(g.bias, l),
+                                scratch_.datty.data(), x.probs, x.qkv_rot, theta(p.theta, l), bias(p.bias, l), B_, T_,
+                                config_.channels, config_.num_heads, stream_);
+    }
+
+    // Layer l's slice of the Lazy-Attention tensors (nullptr when the model has none).
+    floatX* theta(floatX* all, int l) const { return all ? all + size_t(l) * config_.num_heads : nullptr; }
+    floatX* bias(floatX* all, int l) const {
+        return all ? all + size_t(l) * config_.num_heads * config_.attention.bias_window : nullptr;
+    }
+    size_t target_count() const { return targets_.size() - std::count(targets_.begin(), targets_.end(), -1); }
+    void zero(DeviceBuffer<floatX>& buffer) {
+        CUDA_CHECK(cudaMemsetAsync(buffer.data(), 0, buffer.size() * sizeof(floatX), stream_));
+    }
+
+    GPTConfig config_;
+    std::vector<ParamTensor> layout_;
+    cudaStream_t stream_ = nullptr;
+    DeviceBuffer<float> master_, m_, v_, norm_;
+    DeviceBuffer<floatX> params_, grads_;
+    struct {
+        size_t tokens = 0, score_rows = 0;  // the largest B * T and B * T * T allocated for
+    } capacity_;
+    Activations acts_;
+    GradScratch scratch_;
+    std::vector<int> tokens_, targets_;  // host copies: encoder_backward groups tokens on the host
+    std::vector<float> losses_;
+    int B_ = 0, T_ = 0;
+    bool has_targets_ = false, has_logits_ = false;
+};
+
+// The predictions of the last forward(), for data/evaluation.h and data/benchmarks.h (the CPU model's
+// overload reads its logits on the host).
+inline std::vector<int> predictions(GPT& model, size_t positions) {
+    std::vector<int> all = model.predictions();
+    check(positions <= all.size(), format("predictions of %zu positions after a forward of %zu", positions, all.size()));
+    all.resize(positions);
+    return all;
+}
+
+}  // namespace focus::gpu
