@@ -133,4 +133,11 @@ test: test-deps
 clean:
 	rm -rf $(BUILD)
 
+# The NCCL bandwidth benchmark (dev/bench_allreduce.cu, which nvcc-check compiles in `make test`): on one
+# GPU build/bench_allreduce, on several scripts/launch_single_node.sh N build/bench_allreduce.
+NCCL_LIB ?= /usr/local/cuda/lib64
+$(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
+	@mkdir -p $(@D)
+	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl
+
 -include $(wildcard $(BUILD)/test/*.d $(BUILD)/*.d)

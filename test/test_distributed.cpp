@@ -6,10 +6,12 @@
 //    rank running the trainer's per-tensor loop, also across a checkpoint saved on N ranks and resumed
 //    on M; re-sharding N -> M round trips for parameter counts that do not divide;
 //  - the process group from flags and each launcher's environment, with clear errors for bad input;
-//  - NCCL's id shared over file: and tcp: between threads, and the timeout errors when a rank is missing.
+//  - NCCL's id shared over file: and tcp: between threads, and the timeout errors when a rank is missing;
+//  - scripts/launch_single_node.sh: the environment each rank gets, and a failed rank ending the job.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -537,4 +539,21 @@ TEST_CASE("ranks started with different world sizes stop with a clear error") {
         CHECK(!result.errors[1].empty());  // rank 0: a mismatch (tcp) or a timeout (file) naming rank 1
     }
     std::filesystem::remove(path);
+}
+
+TEST_CASE("launch_single_node.sh: torchrun-style environment, and a failed rank ends the job") {
+    const std::string out = temporary_path("launch");
+    std::filesystem::create_directories(out);
+    const std::string show = "env -u MASTER_PORT bash scripts/launch_single_node.sh 3 bash -c 'echo \"$RANK $WORLD_SIZE $LOCAL_RANK "
+                             "$MASTER_ADDR:$MASTER_PORT\" > " + out + "/rank$RANK'";
+    REQUIRE(std::system(show.c_str()) == 0);
+    for (int r = 0; r < 3; r++) CHECK(read_file(format("%s/rank%d", out.c_str(), r)) == format("%d 3 %d 127.0.0.1:29500\n", r, r));
+
+    // rank 1 fails while the others would run for a minute: the script returns rank 1's status at once
+    const auto start = Clock::now();
+    const int status = std::system("bash scripts/launch_single_node.sh 3 bash -c "
+                                   "'if [ $RANK = 1 ]; then exit 7; fi; exec sleep 60' 2>/dev/null");
+    CHECK(WEXITSTATUS(status) == 7);
+    CHECK(Clock::now() - start < std::chrono::seconds(10));
+    std::filesystem::remove_all(out);
 }

@@ -1,0 +1,131 @@
+// bench_allreduce.cu: NCCL's bandwidth over the ranks of a launch, for the collectives the trainer uses
+// (layers/distributed.cuh): the all-reduce of plain data parallel, and ZeRO-1's reduce-scatter of the
+// gradients plus all-gather of the parameters. Each is first checked (every rank contributes rank + 1,
+// the average must be (N + 1) / 2 everywhere), then timed. With one rank it exercises the whole code
+// path, with N ranks it measures what --zero 0/1 will cost per step:
+//   scripts/launch_single_node.sh 8 build/bench_allreduce            (one node, 8 GPUs)
+//   build/bench_allreduce --mb 250                                    (one GPU)
+// busbw is NCCL-tests' bus bandwidth: the all-reduce moves 2(N-1)/N of the buffer through each GPU's
+// links, reduce-scatter and all-gather (N-1)/N each, so busbw compares with the link's speed.
+#include <cstdio>
+
+#if __has_include(<nccl.h>)
+#include "../layers/distributed.cuh"
+
+using namespace focus;
+using namespace focus::gpu;
+
+static __global__ void fill_kernel(floatX* x, size_t n, float value) {
+    const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = floatX(value);
+}
+
+static void fill(floatX* x, size_t n, float value, cudaStream_t stream) {
+    fill_kernel<<<ceil_div(n, 256), 256, 0, stream>>>(x, n, value);
+    CUDA_CHECK_LAUNCH();
+}
+
+// Counts the elements of x[0, n) that differ from value (on the host: a check, not a benchmark).
+static size_t count_wrong(const DeviceBuffer<floatX>& x, size_t n, float value) {
+    const std::vector<floatX> host = x.download();
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) wrong += float(host[i]) != value;
+    return wrong;
+}
+
+// Mean milliseconds per call of run, over iterations after one warm-up.
+template <typename Run>
+static double time_ms(Communicator& comm, cudaStream_t stream, int iterations, Run run) {
+    run();
+    comm.synchronize(stream, "the warm-up");
+    cudaEvent_t start, stop;
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+    CUDA_CHECK(cudaEventRecord(start, stream));
+    for (int i = 0; i < iterations; i++) run();
+    CUDA_CHECK(cudaEventRecord(stop, stream));
+    comm.synchronize(stream, "the timed collectives");
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    CUDA_CHECK(cudaEventDestroy(start));
+    CUDA_CHECK(cudaEventDestroy(stop));
+    return ms / iterations;
+}
+
+static int run(int argc, char** argv) {
+    CLI::App app("NCCL all-reduce / reduce-scatter + all-gather bandwidth over the ranks of a launch", "bench_allreduce");
+    DistributedFlags flags;
+    add_distributed_flags(app, flags);
+    double megabytes = 250;  // GPT-2 124M's gradient in bf16
+    int iterations = 20;
+    bool require_gpu = false;
+    app.add_option("--mb", megabytes, "buffer size in MB (default: GPT-2 124M's bf16 gradient)")->check(CLI::PositiveNumber);
+    app.add_option("--iterations", iterations, "timed calls of each collective")->check(CLI::PositiveNumber);
+    app.add_flag("--require-gpu", require_gpu, "fail instead of skipping when there is no GPU");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    int devices = 0;
+    if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        std::printf("bench_allreduce: no CUDA device: skipped\n");
+        return require_gpu ? 1 : 0;
+    }
+    const ProcessGroup group = process_group(flags, launcher_environment());
+    Communicator comm(group, flags.nccl_timeout);
+    const int N = group.world_size, rank = group.rank;
+    const size_t count = size_t(megabytes * 1e6 / sizeof(floatX));
+    const ShardLayout shards = shard_layout(count, N);
+    DeviceBuffer<floatX> buffer(shards.padded_count());
+    cudaStream_t stream;
+    CUDA_CHECK(cudaStreamCreate(&stream));
+    const float average = float(N + 1) / 2;  // of 1, 2, ..., N: exact in bf16 for any N up to 256
+
+    // correctness: the averaged all-reduce, then reduce-scatter + all-gather
+    fill(buffer.data(), buffer.size(), float(rank + 1), stream);
+    comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
+    comm.wait(stream);
+    comm.synchronize(stream, "the all-reduce check");
+    const size_t all_reduce_wrong = count_wrong(buffer, count, average);
+    fill(buffer.data(), buffer.size(), float(rank + 1), stream);
+    comm.reduce_scatter_gradients(buffer.data(), shards, stream);
+    comm.all_gather_params(buffer.data(), shards, stream);
+    comm.synchronize(stream, "the reduce-scatter check");
+    const size_t zero_wrong = count_wrong(buffer, shards.padded_count(), average);
+
+    const double all_reduce_ms = time_ms(comm, stream, iterations, [&] {
+        comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
+        comm.wait(stream);
+    });
+    const double reduce_scatter_ms = time_ms(comm, stream, iterations, [&] { comm.reduce_scatter_gradients(buffer.data(), shards, stream); });
+    const double all_gather_ms = time_ms(comm, stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
+    CUDA_CHECK(cudaStreamDestroy(stream));
+
+    std::printf("rank %d/%d (GPU %d): all-reduce %s, reduce-scatter + all-gather %s\n", rank, N, group.local_rank,
+                all_reduce_wrong ? format("WRONG in %zu elements", all_reduce_wrong).c_str() : "correct",
+                zero_wrong ? format("WRONG in %zu elements", zero_wrong).c_str() : "correct");
+    if (rank == 0) {
+        const double bytes = double(count) * sizeof(floatX), gb = 1e9;
+        auto row = [&](const char* name, double ms, double bus_factor) {
+            const double algbw = bytes / (ms / 1e3) / gb;
+            std::printf("| %-15s | %8.1f MB | %2d | %8.3f ms | %7.1f GB/s | %7.1f GB/s |\n", name, bytes / 1e6, N, ms,
+                        algbw, algbw * bus_factor);
+        };
+        std::printf("| collective      | %11s | N  | %11s | %12s | %12s |\n", "buffer", "time", "algbw", "busbw");
+        row("all-reduce", all_reduce_ms, 2.0 * (N - 1) / N);
+        row("reduce-scatter", reduce_scatter_ms, double(N - 1) / N);
+        row("all-gather", all_gather_ms, double(N - 1) / N);
+    }
+    return all_reduce_wrong || zero_wrong ? 1 : 0;
+}
+
+int main(int argc, char** argv) { return run_reporting_errors(run, argc, argv); }
+
+#else
+// Without NCCL's header the benchmark cannot exist; `make test` still compiles every .cu file.
+int main() {
+    std::printf("bench_allreduce: built without NCCL (no nccl.h): skipped\n");
+    return 0;
+}
+#endif
