@@ -14,18 +14,20 @@
 //    0.1 make a wrong rule an error of order 1 (multiplier) or 1e-4 (decay), far above the tolerance;
 //  - the loss after the update (the floatX copy of the updated master weights is what the forward reads);
 //  - two identical steps give bit-identical gradients.
-// Tolerances:
+// Tolerances (none calibrated on a GPU yet):
 //  - master weights after AdamW: float on both builds, from identical gradients: FP32_TOLERANCE.
-//  - loss: fp32 build 1e-5 (a few fp32 roundings per layer, sums of 128 logits); bf16 build 1e-2: every
-//    activation is stored in bf16 (2^-9 = 2e-3 relative), and the logits' errors reach the mean loss
-//    averaged over 66 positions, so it is off by well under 1%.
-//  - gradients: fp32 build 1e-4: the backward of the whole model chains ~40 stored fp32 results with sums
-//    of up to B*T*4C = 16896 terms, ~1e-5 at worst. bf16 build 1e-1: each of those ~40 stored results is
-//    rounded to 2^-9, and the errors add up along the chain (sqrt(40) * 2e-3 ~ 1.3e-2, amplified a few
-//    times by LayerNorm's 1/std and by the softmax); moreover a top-k selection or an elastic mask
-//    decided by scores that differ by less than their bf16 error can flip, which is a jump in that row's
-//    gradient, not a rounding (test_gpu_attention.cu checks those kernels exactly on shared inputs).
-//    A wrong or missing term costs O(1) in the tensors it touches.
+//  - fp32 build: loss 1e-4, gradients 1e-3. The stored fp32 results alone would stay near 1e-5 (~40
+//    chained roundings of 6e-8, sums of up to B*T*4C = 16896 terms), but the fc matmul's GELU is
+//    cuBLASLt's epilogue, whose own tanh is allowed 1e-3 relative (GELU_EPILOGUE_TOLERANCE in gpu_check.h):
+//    that error enters fcprojw's gradient directly and everything before it through the backward.
+//  - bf16 build: loss 1e-2: every activation is stored in bf16 (2^-9 = 2e-3 relative) and the logits'
+//    errors reach the mean over 66 positions well under 1%. Gradients 1e-1: ~40 stored results each
+//    rounded to 2^-9 along the chain (sqrt(40) * 2e-3 ~ 1.3e-2), amplified a few times by LayerNorm's
+//    1/std and the softmax, and more in sums that cancel (a distance-bias gradient adds dS along a
+//    diagonal, and each row of dS sums to zero). Elastic and top-k 3e-1: a mask (p > tau / i) or a
+//    top-k selection decided by values closer than their bf16 error flips, which is a jump in that row,
+//    not a rounding (test_gpu_attention.cu checks those kernels exactly on shared inputs).
+//  A wrong or missing term costs O(1) in the tensors it touches.
 #include <cstring>
 
 #include "../layers/adamw.h"
@@ -37,8 +39,12 @@ namespace gpu_check {
 
 namespace {
 
-constexpr double LOSS_TOLERANCE = FP32_BUILD ? 1e-5 : 1e-2;
-constexpr double GRADIENT_TOLERANCE = FP32_BUILD ? 1e-4 : 1e-1;
+constexpr double LOSS_TOLERANCE = FP32_BUILD ? 1e-4 : 1e-2;
+
+bool selects_keys(focus::AttentionKind kind) {
+    return kind == focus::AttentionKind::elastic || kind == focus::AttentionKind::topk;
+}
+double gradient_tolerance(focus::AttentionKind kind) { return FP32_BUILD ? 1e-3 : selects_keys(kind) ? 3e-1 : 1e-1; }
 
 focus::GPTConfig small_config(focus::AttentionKind kind, focus::PositionKind position, bool bias) {
     focus::GPTConfig c;
@@ -96,7 +102,8 @@ void test_training_step(const focus::GPTConfig& config) {
     expect_close("model loss (targets with -1)", shape, {gpu_loss}, {cpu_loss}, LOSS_TOLERANCE);
     expect_close("model per-position losses", shape, gpu_losses, cpu_losses, LOSS_TOLERANCE);
     for (const focus::ParamTensor& t : gpu.layout())
-        expect_close("model gradient " + t.name, shape, slice(gradients, t), slice(cpu.grads, t), GRADIENT_TOLERANCE);
+        expect_close("model gradient " + t.name + (selects_keys(a.kind) ? " (elastic, topk)" : ""), shape,
+                     slice(gradients, t), slice(cpu.grads, t), gradient_tolerance(a.kind));
 
     // determinism: the same step again gives the same bits
     gpu.zero_grad();
