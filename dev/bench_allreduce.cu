@@ -1,8 +1,9 @@
 // bench_allreduce.cu: NCCL's bandwidth over the ranks of a launch, for the collectives the trainer uses
 // (layers/distributed.cuh): the all-reduce of plain data parallel, and ZeRO-1's reduce-scatter of the
 // gradients plus all-gather of the parameters. Each is first checked (every rank contributes rank + 1,
-// the average must be (N + 1) / 2 everywhere), then timed. With one rank it exercises the whole code
-// path, with N ranks it measures what --zero 0/1 will cost per step:
+// the average must be (N + 1) / 2 everywhere; the gather of optimizer-state shards for checkpoints too),
+// then timed. With one rank it exercises the whole code path, with N ranks it measures what --zero 0/1
+// will cost per step:
 //   scripts/launch_single_node.sh 8 build/bench_allreduce            (one node, 8 GPUs)
 //   build/bench_allreduce --mb 250                                    (one GPU)
 // busbw is NCCL-tests' bus bandwidth: the all-reduce moves 2(N-1)/N of the buffer through each GPU's
@@ -15,12 +16,14 @@
 using namespace focus;
 using namespace focus::gpu;
 
-static __global__ void fill_kernel(floatX* x, size_t n, float value) {
+template <typename T>
+static __global__ void fill_kernel(T* x, size_t n, float value) {
     const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < n) x[i] = floatX(value);
+    if (i < n) x[i] = T(value);
 }
 
-static void fill(floatX* x, size_t n, float value, cudaStream_t stream) {
+template <typename T>
+static void fill(T* x, size_t n, float value, cudaStream_t stream) {
     fill_kernel<<<ceil_div(n, 256), 256, 0, stream>>>(x, n, value);
     CUDA_CHECK_LAUNCH();
 }
@@ -30,6 +33,20 @@ static size_t count_wrong(const DeviceBuffer<floatX>& x, size_t n, float value) 
     const std::vector<floatX> host = x.download();
     size_t wrong = 0;
     for (size_t i = 0; i < n; i++) wrong += float(host[i]) != value;
+    return wrong;
+}
+
+// The checkpoint path of ZeRO-1 and the logged loss: every rank's shard of m holds its rank, gathered
+// every element must name the rank that owns it; the mean of rank + 1 over the ranks is (N + 1) / 2.
+static size_t count_wrong_gather(Communicator& comm, const ShardLayout& shards, cudaStream_t stream) {
+    const int rank = comm.group().rank, N = comm.group().world_size;
+    DeviceBuffer<float> shard(shards.shard_size);
+    fill(shard.data(), shard.size(), float(rank), stream);
+    const std::vector<float> full = comm.gather_shards(shard.data(), shards, stream);
+    size_t wrong = full.size() != shards.parameter_count;
+    for (int owner = 0; owner < N; owner++)
+        for (size_t i = shards.begin(owner); i < shards.end(owner) && !wrong; i++) wrong += full[i] != float(owner);
+    wrong += comm.mean_over_ranks(float(rank + 1), stream) != float(N + 1) / 2;
     return wrong;
 }
 
@@ -93,6 +110,7 @@ static int run(int argc, char** argv) {
     comm.all_gather_params(buffer.data(), shards, stream);
     comm.synchronize(stream, "the reduce-scatter check");
     const size_t zero_wrong = count_wrong(buffer, shards.padded_count(), average);
+    const size_t gather_wrong = count_wrong_gather(comm, shards, stream);
 
     const double all_reduce_ms = time_ms(comm, stream, iterations, [&] {
         comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
@@ -102,9 +120,10 @@ static int run(int argc, char** argv) {
     const double all_gather_ms = time_ms(comm, stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
     CUDA_CHECK(cudaStreamDestroy(stream));
 
-    std::printf("rank %d/%d (GPU %d): all-reduce %s, reduce-scatter + all-gather %s\n", rank, N, group.local_rank,
-                all_reduce_wrong ? format("WRONG in %zu elements", all_reduce_wrong).c_str() : "correct",
-                zero_wrong ? format("WRONG in %zu elements", zero_wrong).c_str() : "correct");
+    auto verdict = [](size_t wrong) { return wrong ? format("WRONG in %zu elements", wrong) : std::string("correct"); };
+    std::printf("rank %d/%d (GPU %d): all-reduce %s, reduce-scatter + all-gather %s, gather of shards %s\n", rank, N,
+                group.local_rank, verdict(all_reduce_wrong).c_str(), verdict(zero_wrong).c_str(),
+                verdict(gather_wrong).c_str());
     if (rank == 0) {
         const double bytes = double(count) * sizeof(floatX), gb = 1e9;
         auto row = [&](const char* name, double ms, double bus_factor) {
@@ -117,7 +136,7 @@ static int run(int argc, char** argv) {
         row("reduce-scatter", reduce_scatter_ms, double(N - 1) / N);
         row("all-gather", all_gather_ms, double(N - 1) / N);
     }
-    return all_reduce_wrong || zero_wrong ? 1 : 0;
+    return all_reduce_wrong || zero_wrong || gather_wrong ? 1 : 0;
 }
 
 int main(int argc, char** argv) { return run_reporting_errors(run, argc, argv); }

@@ -56,14 +56,17 @@ inline void adamw_update_shard(float* master, floatX* params, const floatX* grad
 
 class Communicator {
 public:
-    // Every rank calls this: it selects GPU local_rank, shares NCCL's id (distributed.h) and creates the
-    // communicator. It throws if the other ranks do not all arrive within timeout_seconds.
+    // Every rank calls this: it selects GPU local_rank (or the only one the process sees), shares NCCL's id
+    // (distributed.h) and creates the communicator. It throws if the other ranks do not all arrive within
+    // timeout_seconds.
     Communicator(const ProcessGroup& group, double timeout_seconds) : group_(group), timeout_seconds_(timeout_seconds) {
         int devices = 0;
         CUDA_CHECK(cudaGetDeviceCount(&devices));
-        check(group.local_rank < devices, format("rank %d: local rank %d, but this node has %d GPU(s)", group.rank,
-                                                 group.local_rank, devices));
-        CUDA_CHECK(cudaSetDevice(group.local_rank));
+        // A launcher that binds one GPU per process (srun --gpus-per-task=1) leaves each rank device 0.
+        const int device = devices == 1 ? 0 : group.local_rank;
+        check(device < devices, format("rank %d: local rank %d, but this node shows %d GPU(s)", group.rank,
+                                       group.local_rank, devices));
+        CUDA_CHECK(cudaSetDevice(device));
         const UniqueId shared = share_unique_id(
             group,
             [&] {
@@ -155,6 +158,17 @@ public:
         settle(ncclAllReduce(values, values, count, ncclFloat32, ncclSum, comm_, stream), "summing over the ranks");
     }
 
+    // The mean of value over the ranks, on the host: the step's loss and the validation loss for the log,
+    // and whether any rank was interrupted (Ctrl-C), so that all stop at the same step.
+    float mean_over_ranks(float value, cudaStream_t stream) {
+        if (!scalar_.data()) scalar_ = DeviceBuffer<float>(1);
+        CUDA_CHECK(cudaMemcpyAsync(scalar_.data(), &value, sizeof value, cudaMemcpyHostToDevice, stream));
+        all_reduce_sum(scalar_.data(), 1, stream);
+        CUDA_CHECK(cudaMemcpyAsync(&value, scalar_.data(), sizeof value, cudaMemcpyDeviceToHost, stream));
+        synchronize(stream, "averaging over the ranks");
+        return value / float(group_.world_size);
+    }
+
     // Waits on the host until stream has done everything queued so far, watching NCCL meanwhile: the
     // trainer's one wait per step (before reading the loss). what names the wait in errors.
     void synchronize(cudaStream_t stream, const char* what) {
@@ -216,6 +230,7 @@ private:
     ncclComm_t comm_ = nullptr;
     cudaStream_t comm_stream_ = nullptr;
     cudaEvent_t gradients_ready_ = nullptr, reductions_done_ = nullptr, stream_done_ = nullptr;
+    DeviceBuffer<float> scalar_;  // mean_over_ranks's one value
 };
 
 }  // namespace focus::gpu
