@@ -54,11 +54,14 @@ __device__ inline float elastic_tau(const AttentionConfig& cfg, const floatX* th
     return cfg.kind == AttentionKind::elastic ? fabsf(float(theta[h]) + 1.0f) : 0.0f;
 }
 
+// phi_{t,m} = t * base^(-2m/hs), the angle of pair m at position t (rope.h), in double as rope.h.
+__device__ inline double rope_angle(int t, int m, int hs, float base) { return t * pow(double(base), -2.0 * m / hs); }
+
 // Channel `parity` (0 or 1) of pair m of a head vector at position t after the rotation by
-// sin_sign * phi_{t,m} (rope.h); (x0, x1) is the pair. The angle is computed in double, as rope.h does.
+// sin_sign * phi_{t,m} (rope.h); (x0, x1) is the pair.
 __device__ inline float rotate_channel(float x0, float x1, int parity, int t, int m, int hs, float base,
                                        float sin_sign) {
-    const double angle = t * pow(double(base), -2.0 * m / hs);
+    const double angle = rope_angle(t, m, hs, base);
     const float cosine = float(cos(angle)), sine = sin_sign * float(sin(angle));
     return parity == 0 ? x0 * cosine - x1 * sine : x0 * sine + x1 * cosine;
 }

@@ -4,7 +4,8 @@
 //    or written once), so it compares directly with the device's memory bandwidth;
 //  - TFLOP/s for the matmuls (2 flops per multiply-add; the backward is two products) and attention
 //    (the causal pairs j <= i, for every kind: the dense count, so a sparse kind's rate is effective;
-//    the forward is two products over them, q.k and p.v, the backward four).
+//    the forward is two products over them, q.k and p.v, the backward four; in the naive-vs-flash
+//    rows, the backward five, FlashAttention's convention).
 // Each kernel runs WARMUP times, then REPEATS times between two CUDA events, on random inputs.
 // encoder_backward includes its host part (grouping the positions by token, and the upload).
 // With no CUDA device it prints one "skipped" line and exits 0 (1 with --require-gpu).
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "../attention/attention.cuh"
+#include "../attention/flash_attention.cuh"
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/encoder.cuh"
@@ -79,13 +81,14 @@ double time_ms(const std::function<void()>& launch) {
     return ms / REPEATS;
 }
 
-// One table row: bytes for a memory-bound kernel, flops for a matmul (the other 0).
-void row(const std::string& kernel, const std::string& shape, double bytes, double flops,
-         const std::function<void()>& launch) {
+// One table row: bytes for a memory-bound kernel, flops for a matmul (the other 0). Returns the ms.
+double row(const std::string& kernel, const std::string& shape, double bytes, double flops,
+           const std::function<void()>& launch) {
     const double ms = time_ms(launch);
     const std::string rate =
         bytes > 0 ? format("%8.0f GB/s", bytes / ms / 1e6) : format("%6.1f TFLOP/s", flops / ms / 1e9);
     std::printf("%-34s %-22s %9.3f %14s\n", kernel.c_str(), shape.c_str(), ms, rate.c_str());
+    return ms;
 }
 
 void bench() {
@@ -198,6 +201,58 @@ void bench() {
                                            stream);
         });
     }
+
+    // naive (attention.cuh) against flash (flash_attention.cuh) at the same shape, forward and forward +
+    // backward: softmax and elastic with learned positions and no bias (their time ratio is printed
+    // after), and elastic with RoPE and a bias window of 128 (Lazy Attention). Flops as above for the
+    // forward; the backward counted as 2.5x the forward (FlashAttention's convention: five products over
+    // the causal pairs), so forward + backward is 3.5x.
+    auto row_state = zeros<float>(flash_attention_row_floats(B, T, NH));
+    double naive_ms[2][2], flash_ms[2][2];  // [softmax, elastic][forward, forward + backward]
+    for (AttentionVariant variant :
+         {AttentionVariant{"learned", AttentionKind::softmax, 0, 0, PositionKind::learned, 0},
+          AttentionVariant{"learned", AttentionKind::elastic, 0, 0, PositionKind::learned, 0},
+          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128}}) {
+        focus::AttentionConfig cfg;
+        cfg.kind = variant.kind;
+        cfg.position = variant.position;
+        cfg.bias_window = variant.bias_window;
+        const char* kind = focus::to_string(variant.kind);
+        auto naive_forward = [&] {
+            focus::gpu::attention_forward(cfg, a.data(), probs.data(), qkv_rot.data(), qkv.data(), theta.data(),
+                                          head_bias.data(), B, T, C, NH, stream);
+        };
+        auto naive_backward = [&] {
+            focus::gpu::attention_backward(cfg, dqkv.data(), dtheta.data(), dhead_bias.data(), b.data(), probs.data(),
+                                           qkv_rot.data(), theta.data(), head_bias.data(), B, T, C, NH, stream);
+        };
+        auto flash_forward = [&] {
+            flash_attention_forward(cfg, a.data(), row_state.data(), qkv.data(), theta.data(), head_bias.data(), B, T,
+                                    C, NH, stream);
+        };
+        auto flash_backward = [&] {
+            flash_attention_backward(cfg, dqkv.data(), dtheta.data(), dhead_bias.data(), b.data(), a.data(),
+                                     row_state.data(), qkv.data(), theta.data(), head_bias.data(), B, T, C, NH, stream);
+        };
+        double ms[4] = {
+            row(format("naive forward %s", kind), variant.shape, 0, attention_flops, naive_forward),
+            row(format("naive forward+backward %s", kind), variant.shape, 0, 3.5 * attention_flops, [&] {
+                naive_forward();
+                naive_backward();
+            }),
+            row(format("flash forward %s", kind), variant.shape, 0, attention_flops, flash_forward),
+            row(format("flash forward+backward %s", kind), variant.shape, 0, 3.5 * attention_flops, [&] {
+                flash_forward();
+                flash_backward();
+            })};
+        if (variant.position == PositionKind::rope) continue;
+        const int k = variant.kind == AttentionKind::elastic;
+        naive_ms[k][0] = ms[0], naive_ms[k][1] = ms[1], flash_ms[k][0] = ms[2], flash_ms[k][1] = ms[3];
+    }
+    std::printf("elastic / softmax time (learned, no bias): naive forward %.2f, forward+backward %.2f; flash forward "
+                "%.2f, forward+backward %.2f\n",
+                naive_ms[1][0] / naive_ms[0][0], naive_ms[1][1] / naive_ms[0][1], flash_ms[1][0] / flash_ms[0][0],
+                flash_ms[1][1] / flash_ms[0][1]);
 
     // the optimizer over all of GPT-2 124M's parameters (wte padded, wpe, 12 layers, final LayerNorm)
     const size_t params = size_t(Vp) * C + size_t(T) * C + size_t(L) * (12 * C * C + 13 * C) + 2 * C;

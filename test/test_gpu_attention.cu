@@ -1,7 +1,9 @@
 // test_gpu_attention.cu: the CUDA attention kernels (attention/*.cuh) against the CPU reference
-// (attention/attention.h), every kind x position x bias at a small odd shape and at T = 128.
+// (attention/attention.h): the naive kernels, every kind x position x bias at a small odd shape and at
+// T = 128; the flash kernels, softmax and elastic x position x bias at T from 1 to 1024.
 #include "../attention/attention.cuh"
 #include "../attention/attention.h"
+#include "../attention/flash_attention.cuh"
 #include "gpu_check.h"
 
 namespace gpu_check {
@@ -100,6 +102,135 @@ void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int
     }
 }
 
+// Flash attention against the CPU reference. The reference runs on what the kernels' tile products see,
+// so that only their own arithmetic is measured:
+//  - RoPE: the kernels rotate q and k in float as they load a tile (flash_attention.h's rotated_first
+//    and rotated_second, the same bits on the host) and round to floatX; the reference gets that
+//    rotated, rounded qkv with learned positions, and its dq, dk (gradients of the rotated vectors) go
+//    through R_t^T (rope.h, double) before they are compared with the kernels' unrotated gradients.
+//  - elastic: the mask m = 1[p > c] jumps where p crosses c, so a p within rounding of c could be cut
+//    on one side and kept on the other (a jump of p g in dS, not a rounding error). The GPU's p differs
+//    from the reference's by the fp32 sums of the scores, ~1e-6 relative; the test redraws the q of
+//    every row that has a p within 1e-4 (relative) of its cut until none has.
+// Gradients start from random values (the += is checked); out and row_state start poisoned; the
+// backward runs twice and must give the same bits. Inputs as test_attention: q and k scaled by 1.5,
+// tau = 0.65 and 0.8 on both sides of the kink, bias ~ N(0, 0.5).
+void test_flash_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int hs) {
+    const std::string shape = format("%s %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind),
+                                     focus::to_string(cfg.position), cfg.bias_window, B, T, NH, hs);
+    const int C = NH * hs, W = cfg.bias_window;
+    const bool elastic = cfg.kind == focus::AttentionKind::elastic, rope = cfg.position == focus::PositionKind::rope;
+    const focus::AttentionLayout L{B, T, C, NH, hs};
+    Rng rng(9000 + 97 * int(cfg.kind) + 13 * int(cfg.position) + W + T + hs);
+    auto random_q_or_k = [&] { return round_to_floatX(rng.normal() * 1.5); };
+    Vector qkv(size_t(B) * T * 3 * C);
+    for (size_t e = 0; e < qkv.size(); e++)
+        qkv[e] = int(e % (3 * C)) < 2 * C ? random_q_or_k() : round_to_floatX(rng.normal());
+    Vector theta(NH);
+    for (int h = 0; h < NH; h++) theta[h] = round_to_floatX(h % 2 == 0 ? -0.35 : -1.8);
+    const Vector bias = random_vector(rng, size_t(NH) * std::max(W, 1), 0.5);  // W = 0: one unused column
+    const double* theta_or_null = elastic ? theta.data() : nullptr;
+    const double* bias_or_null = W > 0 ? bias.data() : nullptr;
+    focus::AttentionConfig unrotated = cfg;
+    unrotated.position = focus::PositionKind::learned;
+
+    // qkv as the kernels' tiles hold it
+    auto tile_qkv = [&] {
+        Vector rotated = qkv;
+        for (int bt = 0; bt < B * T && rope; bt++) {
+            const int b = bt / T, t = bt % T;
+            for (int h = 0; h < NH; h++) {
+                for (size_t at : {L.q(b, t, h), L.k(b, t, h)}) {
+                    for (int m = 0; m < hs / 2; m++) {
+                        const double angle = t * std::pow(double(cfg.rope_base), -2.0 * m / hs);
+                        const float cosine = float(std::cos(angle)), sine = float(std::sin(angle));
+                        const float x0 = float(qkv[at + 2 * m]), x1 = float(qkv[at + 2 * m + 1]);
+                        rotated[at + 2 * m] = round_to_floatX(focus::flash::rotated_first(x0, x1, cosine, sine));
+                        rotated[at + 2 * m + 1] = round_to_floatX(focus::flash::rotated_second(x0, x1, cosine, sine));
+                    }
+                }
+            }
+        }
+        return rotated;
+    };
+    const size_t out_count = size_t(B) * T * C;
+    Vector out(out_count), probs(size_t(B) * NH * T * T), qkv_rot, copy(qkv.size());
+    for (int round = 0;; round++) {
+        qkv_rot = tile_qkv();
+        focus::attention_forward(unrotated, out.data(), probs.data(), copy.data(), qkv_rot.data(), theta_or_null,
+                                 bias_or_null, B, T, C, NH);
+        if (!elastic) break;
+        int redrawn = 0;
+        for (int bh = 0; bh < B * NH; bh++) {
+            for (int t = 0; t < T; t++) {
+                const double cut = std::fabs(theta[bh % NH] + 1) / (t + 1);
+                const double* p = &probs[(size_t(bh) * T + t) * T];
+                if (!std::any_of(p, p + t + 1, [cut](double x) { return std::fabs(x - cut) <= 1e-4 * cut; })) continue;
+                for (int c = 0; c < hs; c++) qkv[L.q(bh / NH, t, bh % NH) + c] = random_q_or_k();
+                redrawn++;
+            }
+        }
+        if (redrawn == 0) break;
+        if (round == 20)
+            return record("flash_attention inputs", shape, false, INFINITY, 0,
+                          format("%d rows still have a p within 1e-4 of the cut after 20 redraws", redrawn));
+    }
+
+    auto d_qkv = to_device<floatX>(qkv), d_theta = to_device<floatX>(theta), d_bias = to_device<floatX>(bias);
+    const floatX* d_theta_or_null = elastic ? d_theta.data() : nullptr;
+    const floatX* d_bias_or_null = W > 0 ? d_bias.data() : nullptr;
+    const size_t state_count = focus::gpu::flash_attention_row_floats(B, T, NH);
+    auto d_out = poisoned<floatX>(out_count), d_out_again = poisoned<floatX>(out_count);
+    auto d_state = poisoned<float>(state_count), d_state_again = poisoned<float>(state_count);
+    focus::gpu::flash_attention_forward(cfg, d_out.data(), d_state.data(), d_qkv.data(), d_theta_or_null,
+                                        d_bias_or_null, B, T, C, NH, stream);
+    focus::gpu::flash_attention_forward(cfg, d_out_again.data(), d_state_again.data(), d_qkv.data(), d_theta_or_null,
+                                        d_bias_or_null, B, T, C, NH, stream);
+    expect_close("flash_attention_forward out", shape, to_host(d_out), out, TOLERANCE);
+    expect_identical("flash_attention_forward out", shape, d_out, d_out_again);
+    expect_identical("flash_attention_forward row_state", shape, d_state, d_state_again);
+
+    // the reference backward: gradients of the rotated q, k (and of v) from zero, then through R_t^T
+    const Vector dout = random_vector(rng, out_count);
+    const Vector dqkv_start = random_vector(rng, qkv.size()), dtheta_start = random_vector(rng, NH),
+                 dbias_start = random_vector(rng, bias.size());
+    Vector dqkv_rot(qkv.size(), 0.0), dtheta = dtheta_start, dbias = dbias_start;
+    focus::attention_backward(unrotated, dqkv_rot.data(), elastic ? dtheta.data() : nullptr,
+                              W > 0 ? dbias.data() : nullptr, dout.data(), probs.data(), qkv_rot.data(), theta_or_null,
+                              bias_or_null, B, T, C, NH);
+    Vector dqkv = dqkv_start;
+    const focus::RopeAngles<double> angles(rope ? T : 0, hs, cfg.rope_base);
+    for (size_t e = 0; e < dqkv.size(); e++)
+        if (!rope || int(e % (3 * C)) >= 2 * C) dqkv[e] += dqkv_rot[e];
+    for (int bt = 0; bt < B * T && rope; bt++)
+        for (int h = 0; h < NH; h++)
+            for (size_t at : {L.q(bt / T, bt % T, h), L.k(bt / T, bt % T, h)})
+                focus::rope_backward(&dqkv[at], &dqkv_rot[at], angles, bt % T);
+
+    auto d_dout = to_device<floatX>(dout);
+    struct Gradients {
+        DeviceBuffer<floatX> dqkv, dtheta, dbias;
+    };
+    auto run_backward = [&] {
+        Gradients g{to_device<floatX>(dqkv_start), to_device<floatX>(dtheta_start), to_device<floatX>(dbias_start)};
+        focus::gpu::flash_attention_backward(
+            cfg, g.dqkv.data(), elastic ? g.dtheta.data() : nullptr, W > 0 ? g.dbias.data() : nullptr, d_dout.data(),
+            d_out.data(), d_state.data(), d_qkv.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH, stream);
+        return g;
+    };
+    const Gradients first = run_backward(), second = run_backward();
+    expect_close("flash_attention_backward dqkv", shape, to_host(first.dqkv), dqkv, TOLERANCE);
+    expect_identical("flash_attention_backward dqkv", shape, first.dqkv, second.dqkv);
+    if (elastic) {
+        expect_close("flash_attention_backward dtheta", shape, to_host(first.dtheta), dtheta, TOLERANCE);
+        expect_identical("flash_attention_backward dtheta", shape, first.dtheta, second.dtheta);
+    }
+    if (W > 0) {
+        expect_close("flash_attention_backward dbias", shape, to_host(first.dbias), dbias, TOLERANCE);
+        expect_identical("flash_attention_backward dbias", shape, first.dbias, second.dbias);
+    }
+}
+
 }  // namespace
 
 void attention_tests() {
@@ -131,6 +262,21 @@ void attention_tests() {
         attention_config(AttentionKind::block, 32, 1, PositionKind::rope, 0)};
     for (const focus::AttentionConfig& cfg : long_attention)
         run("attention", [cfg] { test_attention(cfg, 2, 128, 2, 64); });
+
+    // flash attention: softmax and elastic x {learned, rope} x {no bias, a window of 100 (longer than a
+    // tile, and than T at the short lengths)}, at lengths on and off the tile sizes (64 for head size
+    // 64 in bf16, 32 otherwise); head size 128 on fewer lengths (its CPU reference is the slow part)
+    for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic}) {
+        for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
+            for (int bias_window : {0, 100}) {
+                const focus::AttentionConfig cfg = attention_config(kind, 0, 0, position, bias_window);
+                for (int T : {1, 37, 64, 100, 257, 1024})
+                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); });
+                for (int T : {1, 37, 100, 257})
+                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 128); });
+            }
+        }
+    }
 }
 
 }  // namespace gpu_check

@@ -1,0 +1,643 @@
+// flash_attention.cuh: fused, tiled ("flash") causal attention for softmax and Elastic-Softmax, forward
+// and backward, with RoPE and the per-distance bias inside the kernels and no T x T matrix anywhere:
+// memory O(B NH T) beyond the inputs. The same interface as attention.cuh's attention_forward/backward
+// otherwise (layouts in attention.h), so the two are interchangeable for these kinds; the per-element
+// formulas are in flash_attention.h, shared with the CPU test of this scheme (test_attention.cpp).
+//
+// The math (ATTENTION_SPEC.md; t the 0-based query row, i = t + 1, c_t = tau_h / i, tau = 0 for softmax):
+//   s_tj = R_t q_t . R_j k_j / sqrt(hs) + b_h[t - j] (t - j < W), j <= t;  p_tj = exp(s_tj - M_t) / L_t
+//   with M_t, L_t the row's maximum and sum of exp(s - M_t) (the "row state", saved for the backward).
+//   softmax   o_t = sum_j p_tj v_j, in one pass over the key tiles with a running maximum and sum
+//             (online softmax: the sum and the output so far are rescaled when the maximum grows).
+//   elastic   a_tj = max(0, p_tj - c_t) needs the final M_t and L_t, so two passes: pass 1 runs the
+//             maximum and sum only; pass 2 recomputes s, p and accumulates o_t = sum_j a_tj v_j.
+//             Pass 2 skips the a.V product of a key tile whose weights are all 0 (every p <= c). The spec's
+//             test "max_j s_tj <= M_t + log(L_t c_t) for every row" predicts the same thing but through
+//             a log and an exp of its own, so it can disagree with the p the weights use where p is
+//             within a rounding of c; testing the computed weights themselves is exact, and they are
+//             computed anyway.
+//   backward  g_tj = dO_t . v_j,  dS_tj = p_tj (m_tj g_tj - delta_t),  m_tj = 1[p_tj > c_t],
+//             delta_t = sum_k m_tk p_tk g_tk,  dq_t = R_t^T sum_j dS_tj k~_j / sqrt(hs),
+//             dk_j = R_j^T sum_t dS_tj q~_t / sqrt(hs),  dv_j = sum_t a_tj dO_t,
+//             dtau_h = -sum_t (1/i) sum_j m_tj g_tj,  db_h[r] = sum_t dS_t,t-r  (q~, k~ rotated).
+//             softmax: delta_t = dO_t . o_t (the saved output; p sums to 1 and m = 1 wherever p > 0).
+//             elastic: delta_t is recomputed in a pass of its own over the row's key tiles (s, p and g),
+//             rather than taken from o~_t = o_t + c_t sum_{m=1} v_k: that would need the sum of the kept
+//             v's saved per row (hs floats, or a second accumulator in the forward), and o_t of a
+//             near-uniform row is a small difference stored in bf16, where delta must be exact enough to
+//             make sum_j dS_tj = 0. The same pass gives the row's dtau term, which needs every m g anyway.
+//             Cost, in tile products of the causal size: softmax forward 2, backward 7 (dq pass: S, G,
+//             dQ; dk/dv pass: S, G, dV, dK); elastic forward 3 (S twice, a.V, less the skipped tiles),
+//             backward 9 (+ S, G for delta): about 1.3x softmax in all.
+// How the work is split (TILE queries x TILE keys per tile, TILE = 64, or 32 where 64 would not fit the
+// shared memory: head size 128, and every tile of the fp32 build; FLASH_THREADS = 128, four warps):
+//   rope_table_kernel      cos and sin of every (position, pair) once per call (Context scratch), so
+//                          the tile loads rotate q and k without trigonometry.
+//   flash_forward_kernel   one block per (query tile, b, h), longest rows first. q, k, v tiles (rotated
+//                          on load) in shared memory; S = Q K^T and O += W V on tensor cores (wmma bf16
+//                          16x16x16, fp32 accumulation; plain FMA in the fp32 build) with the output
+//                          accumulator in shared memory; the element work (mask, bias, exp, cut) with
+//                          FLASH_THREADS / TILE threads per query row, the row's maximum and sum in their
+//                          registers. Writes out and the row state (M_t, L_t).
+//   flash_query_kernel     one block per (query tile, b, h): delta_t (saved for the key kernel), the
+//                          tile's dtau term, then per key tile S, G = dO V^T, dS, dQ += dS K, and the
+//                          bias gradient: one thread per diagonal of the dS tile adds it, rows in order,
+//                          into the block's per-distance sums in shared memory. Writes dq (+=, unrotated)
+//                          and the block's partial sums of db and dtau.
+//   flash_key_kernel       one block per (key tile, b, h), looping over the query tiles at and after it:
+//                          S, G, a and dS per tile, dV += A^T dO and dK += dS^T Q with accumulators in
+//                          shared memory. Writes dk (+=, unrotated) and dv (+=).
+//   parameter_gradients_kernel (attention.cuh) adds the partials of db and dtau over (b, query tile) in
+//                          order and applies dtheta = sign(theta + 1) dtau.
+// Every output element has one writer and every sum a fixed order (tile loops in order, fixed wmma
+// fragment owners, shuffle reductions of a fixed shape): no atomics, bit-identical results run to run.
+// Supported: softmax and elastic, learned or rope, any bias window, head sizes 32, 64 and 128, any T.
+#pragma once
+#include <mma.h>
+
+#include <algorithm>
+#include <type_traits>
+
+#include "attention.cuh"
+#include "flash_attention.h"
+
+namespace focus::gpu {
+
+constexpr int FLASH_THREADS = 128;
+
+constexpr size_t round_up_128(size_t bytes) { return (bytes + 127) / 128 * 128; }
+
+// The tile shape and the shared-memory arrays of the kernels for head size HS. Row pitches carry a few
+// elements of padding against bank conflicts, keeping every row 32-byte aligned as wmma requires.
+template <int HS>
+struct FlashTiles {
+    static constexpr int TILE = sizeof(floatX) == 2 && HS <= 64 ? 64 : 32;
+    static constexpr int HEAD_PITCH = HS + 8;      // floatX per row of a q, k, v or dO tile [TILE, HS]
+    static constexpr int SCORE_PITCH = TILE + 4;   // floats per row of a score-sized tile [TILE, TILE]
+    static constexpr int WEIGHT_PITCH = TILE + 8;  // floatX per row of a weight tile, a product operand
+    static constexpr int ACC_PITCH = HS + 4;       // floats per row of an accumulator [TILE, HS]
+    static constexpr size_t HEAD_BYTES = round_up_128(size_t(TILE) * HEAD_PITCH * sizeof(floatX));
+    static constexpr size_t SCORE_BYTES = round_up_128(size_t(TILE) * SCORE_PITCH * sizeof(float));
+    static constexpr size_t WEIGHT_BYTES = round_up_128(size_t(TILE) * WEIGHT_PITCH * sizeof(floatX));
+    static constexpr size_t ACC_BYTES = round_up_128(size_t(TILE) * ACC_PITCH * sizeof(float));
+    // q, k, v tiles, scores, weights, output
+    static constexpr size_t FORWARD_BYTES = 3 * HEAD_BYTES + SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
+    // q, dO, k, v tiles, scores, g, dS, dq; then the bias gradient by distance (dynamic)
+    static constexpr size_t QUERY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
+    // k, v, q, dO tiles, scores, g, a, dS, dk, dv
+    static constexpr size_t KEY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + 2 * WEIGHT_BYTES + 2 * ACC_BYTES;
+};
+
+// Hands out consecutive pieces of the dynamic shared memory, each a multiple of 128 bytes.
+struct SharedArrays {
+    unsigned char* next;
+    template <typename T>
+    __device__ T* take(size_t bytes) {
+        T* array = reinterpret_cast<T*>(next);
+        next += bytes;
+        return array;
+    }
+};
+
+// The element phase's share of one thread: query row `row` of the tile, and its key (or channel)
+// columns first, first + ROW_THREADS, ... The ROW_THREADS threads of a row are adjacent lanes of a warp.
+template <int TILE>
+struct RowSlice {
+    static constexpr int ROW_THREADS = FLASH_THREADS / TILE;
+    int row = threadIdx.x / ROW_THREADS, first = threadIdx.x % ROW_THREADS;
+};
+
+// The sum and the maximum over the threads of one row, returned to each of them; the same order and so
+// the same bits on every thread.
+template <int ROW_THREADS>
+__device__ inline float row_sum(float value) {
+    for (int offset = 1; offset < ROW_THREADS; offset *= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+    return value;
+}
+template <int ROW_THREADS>
+__device__ inline float row_max(float value) {
+    for (int offset = 1; offset < ROW_THREADS; offset *= 2)
+        value = fmaxf(value, __shfl_xor_sync(0xffffffffu, value, offset));
+    return value;
+}
+
+// Where element (r, c) of a matrix stored with leading dimension ld lies, in wmma's two layouts.
+template <typename Layout>
+__device__ constexpr size_t element_at(int r, int c, int ld) {
+    return std::is_same_v<Layout, nvcuda::wmma::row_major> ? size_t(r) * ld + c : size_t(c) * ld + r;
+}
+
+// C = A B, or C += A B with accumulate, for tiles in shared memory: A is M x K and B is K x N, each in
+// LayoutA / LayoutB (wmma::row_major or wmma::col_major, so a transposed operand is read in place), C is
+// M x N floats, row-major. bf16 build: tensor cores, the 16 x 16 blocks of C dealt to the warps round
+// robin, each summed over K in order; fp32 build: one thread per element of C at a time, K in order.
+// The operands must be ready (a barrier after they were written); ends with a barrier, so C is ready.
+template <int M, int N, int K, typename LayoutA, typename LayoutB>
+__device__ void tile_product(float* C, int ldc, const floatX* A, int lda, const floatX* B, int ldb, bool accumulate) {
+    static_assert(M % 16 == 0 && N % 16 == 0 && K % 16 == 0, "tiles are whole 16 x 16 blocks");
+    if constexpr (std::is_same_v<floatX, __nv_bfloat16>) {
+        namespace wmma = nvcuda::wmma;
+        for (int block = threadIdx.x / WARP_SIZE; block < (M / 16) * (N / 16); block += FLASH_THREADS / WARP_SIZE) {
+            const int r = block / (N / 16) * 16, c = block % (N / 16) * 16;
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sum;
+            if (accumulate)
+                wmma::load_matrix_sync(sum, C + size_t(r) * ldc + c, ldc, wmma::mem_row_major);
+            else
+                wmma::fill_fragment(sum, 0.0f);
+            for (int k = 0; k < K; k += 16) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b;
+                wmma::load_matrix_sync(a, A + element_at<LayoutA>(r, k, lda), lda);
+                wmma::load_matrix_sync(b, B + element_at<LayoutB>(k, c, ldb), ldb);
+                wmma::mma_sync(sum, a, b, sum);
+            }
+            wmma::store_matrix_sync(C + size_t(r) * ldc + c, sum, ldc, wmma::mem_row_major);
+        }
+    } else {
+        for (int e = threadIdx.x; e < M * N; e += FLASH_THREADS) {
+            const int r = e / N, c = e % N;
+            float sum = accumulate ? C[size_t(r) * ldc + c] : 0.0f;
+            for (int k = 0; k < K; k++)
+                sum += float(A[element_at<LayoutA>(r, k, lda)]) * float(B[element_at<LayoutB>(k, c, ldb)]);
+            C[size_t(r) * ldc + c] = sum;
+        }
+    }
+    __syncthreads();
+}
+
+using RowMajor = nvcuda::wmma::row_major;
+using ColMajor = nvcuda::wmma::col_major;
+
+// cos_sin[t * hs/2 + m] = (cos, sin) of phi_{t,m}, rounded to float once (rope.h's table).
+static __global__ void rope_table_kernel(float2* cos_sin, int T, int hs, float base) {
+    const int e = blockIdx.x * blockDim.x + threadIdx.x, pairs = hs / 2;
+    if (e >= T * pairs) return;
+    const double angle = rope_angle(e / pairs, e % pairs, hs, base);
+    cos_sin[e] = make_float2(float(cos(angle)), float(sin(angle)));
+}
+
+// Rows [first_row, first_row + TILE) of one head's vectors into a tile, zeros past row T; rotated by
+// R_t when cos_sin is given. head points at the head's vector of position 0, rows row_stride apart.
+template <int HS, int TILE>
+__device__ void load_head_tile(floatX* tile, const floatX* head, size_t row_stride, int first_row, int T,
+                               const float2* cos_sin) {
+    constexpr int PAIRS = HS / 2, PITCH = FlashTiles<HS>::HEAD_PITCH;
+    for (int e = threadIdx.x; e < TILE * PAIRS; e += FLASH_THREADS) {
+        const int r = e / PAIRS, m = e % PAIRS, t = first_row + r;
+        float x0 = 0.0f, x1 = 0.0f;
+        if (t < T) {
+            x0 = float(head[t * row_stride + 2 * m]);
+            x1 = float(head[t * row_stride + 2 * m + 1]);
+            if (cos_sin != nullptr) {
+                const float2 angle = cos_sin[size_t(t) * PAIRS + m];
+                const float y0 = flash::rotated_first(x0, x1, angle.x, angle.y);
+                x1 = flash::rotated_second(x0, x1, angle.x, angle.y);
+                x0 = y0;
+            }
+        }
+        tile[r * PITCH + 2 * m] = floatX(x0);
+        tile[r * PITCH + 2 * m + 1] = floatX(x1);
+    }
+}
+
+// grad rows [first_row, first_row + TILE) += scale * acc, for rows < T, through R_t^T when cos_sin is
+// given (the gradient of the unrotated vector). Reads acc, which must be ready.
+template <int HS, int TILE>
+__device__ void add_head_tile(floatX* grad, size_t row_stride, const float* acc, float scale, int first_row, int T,
+                              const float2* cos_sin) {
+    constexpr int PAIRS = HS / 2, PITCH = FlashTiles<HS>::ACC_PITCH;
+    for (int e = threadIdx.x; e < TILE * PAIRS; e += FLASH_THREADS) {
+        const int r = e / PAIRS, m = e % PAIRS, t = first_row + r;
+        if (t >= T) continue;
+        float d0 = scale * acc[r * PITCH + 2 * m], d1 = scale * acc[r * PITCH + 2 * m + 1];
+        if (cos_sin != nullptr) {
+            const float2 angle = cos_sin[size_t(t) * PAIRS + m];
+            const float y0 = flash::rotated_first(d0, d1, angle.x, -angle.y);
+            d1 = flash::rotated_second(d0, d1, angle.x, -angle.y);
+            d0 = y0;
+        }
+        floatX* g = grad + t * row_stride + 2 * m;
+        g[0] = floatX(float(g[0]) + d0);
+        g[1] = floatX(float(g[1]) + d1);
+    }
+}
+
+// The arguments every flash kernel shares.
+struct FlashArguments {
+    const floatX* qkv;
+    const float2* cos_sin;  // nullptr for learned positions
+    const floatX* theta;    // elastic only
+    const floatX* bias;     // nullptr when W = 0
+    AttentionConfig cfg;
+    DeviceAttentionLayout L;
+};
+
+// ---- forward ------------------------------------------------------------------------------------
+
+// One block per (query tile, b, h); blockIdx.x 0 takes the last query tile (the longest rows).
+// row_state[2 (bh T + t) + {0, 1}] = (M_t, L_t).
+template <int HS, bool ELASTIC>
+static __global__ void __launch_bounds__(FLASH_THREADS)
+    flash_forward_kernel(floatX* out, float* row_state, FlashArguments args) {
+    using Tiles = FlashTiles<HS>;
+    constexpr int TILE = Tiles::TILE;
+    using Slice = RowSlice<TILE>;
+    extern __shared__ __align__(128) float flash_shared[];
+    SharedArrays arrays{reinterpret_cast<unsigned char*>(flash_shared)};
+    floatX* q_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* k_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* v_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);
+    floatX* weights = arrays.take<floatX>(Tiles::WEIGHT_BYTES);  // softmax: exp(s - running max); elastic: a
+    float* o_acc = arrays.take<float>(Tiles::ACC_BYTES);
+
+    const DeviceAttentionLayout& L = args.L;
+    const int query_tile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH;
+    const int q0 = query_tile * TILE, W = args.cfg.bias_window;
+    const size_t qkv_stride = 3 * size_t(L.C);
+    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
+    const float scale = 1.0f / sqrtf(float(HS));
+    const Slice slice;
+    const int t = q0 + slice.row;
+    float* o_row = o_acc + slice.row * Tiles::ACC_PITCH;
+
+    load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
+    for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) o_acc[e] = 0.0f;
+
+    // S = Q K^T of key tile k0 into `scores`, then the final scores (mask, scale, bias) of this thread's
+    // elements in place.
+    auto scores_of_tile = [&](int k0) {
+        load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
+        __syncthreads();
+        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
+                                                         Tiles::HEAD_PITCH, false);
+        float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
+            s_row[c] = flash::masked_score(s_row[c], scale, t, k0 + c, L.T, bias_h, W);
+    };
+    // O += weights V for key tile k0 (the weights written by every thread before the call)
+    auto accumulate_values = [&](int k0) {
+        load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+        __syncthreads();
+        tile_product<TILE, HS, TILE, RowMajor, RowMajor>(o_acc, Tiles::ACC_PITCH, weights, Tiles::WEIGHT_PITCH, v_tile,
+                                                         Tiles::HEAD_PITCH, true);
+    };
+
+    // the running maximum and sum (pass 1 of elastic; the whole forward of softmax)
+    float running_max = -INFINITY, running_sum = 0.0f;
+    for (int k0 = 0; k0 <= q0; k0 += TILE) {
+        scores_of_tile(k0);
+        const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+        float tile_max = -INFINITY;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) tile_max = fmaxf(tile_max, s_row[c]);
+        const float new_max = fmaxf(running_max, row_max<Slice::ROW_THREADS>(tile_max));
+        const float rescale = flash::rescale_factor(running_max, new_max);
+        float tile_sum = 0.0f;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            const float e = flash::exp_weight(s_row[c], new_max);
+            tile_sum += e;
+            if constexpr (!ELASTIC) weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(e);
+        }
+        running_sum = rescale * running_sum + row_sum<Slice::ROW_THREADS>(tile_sum);
+        running_max = new_max;
+        if constexpr (!ELASTIC) {
+            for (int d = slice.first; d < HS; d += Slice::ROW_THREADS) o_row[d] *= rescale;
+            accumulate_values(k0);
+        }
+    }
+
+    if constexpr (ELASTIC) {  // pass 2: o = sum_j max(0, p - c) v_j with the row's final maximum and sum
+        const float cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
+        for (int k0 = 0; k0 <= q0; k0 += TILE) {
+            scores_of_tile(k0);
+            const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+            bool any_weight = false;
+            for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+                const float a = flash::cut_weight(flash::probability(s_row[c], running_max, running_sum), cut);
+                weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(a);
+                any_weight |= a > 0.0f;
+            }
+            if (__syncthreads_or(any_weight)) accumulate_values(k0);
+        }
+    }
+    __syncthreads();  // o_acc complete
+
+    if (t >= L.T) return;
+    floatX* o = out + L.out(b, t, h);
+    for (int d = slice.first; d < HS; d += Slice::ROW_THREADS)
+        o[d] = floatX(ELASTIC ? o_row[d] : o_row[d] / running_sum);
+    if (slice.first == 0) {
+        row_state[2 * (size_t(bh) * L.T + t)] = running_max;
+        row_state[2 * (size_t(bh) * L.T + t) + 1] = running_sum;
+    }
+}
+
+// ---- backward -----------------------------------------------------------------------------------
+
+// The per-row inputs of the backward's element phase: the forward's row state, the cut, delta.
+struct BackwardRow {
+    float max = -INFINITY, sum = 1.0f, cut = 0.0f, delta = 0.0f;  // padding rows: every p is 0
+};
+
+// One block per (query tile, b, h), the last query tile first. Writes dq (+=), delta_rows[bh T + t],
+// and, for batch index bb = b * query_tiles + query tile: bias_partials[(bb NH + h) W + r] (the tile's
+// rows' share of db_h[r]) and dtau_partials[bb NH + h]. Shared memory: QUERY_BYTES + min(W, T) floats.
+template <int HS, bool ELASTIC>
+static __global__ void __launch_bounds__(FLASH_THREADS)
+    flash_query_kernel(floatX* dqkv, float* delta_rows, float* bias_partials, float* dtau_partials, const floatX* dout,
+                       const floatX* out, const float* row_state, FlashArguments args) {
+    using Tiles = FlashTiles<HS>;
+    constexpr int TILE = Tiles::TILE;
+    using Slice = RowSlice<TILE>;
+    extern __shared__ __align__(128) float flash_shared[];
+    SharedArrays arrays{reinterpret_cast<unsigned char*>(flash_shared)};
+    floatX* q_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* dout_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* k_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* v_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // s, then dS in float for the bias sums
+    float* grads = arrays.take<float>(Tiles::SCORE_BYTES);   // g = dO V^T
+    floatX* dscores = arrays.take<floatX>(Tiles::WEIGHT_BYTES);
+    float* dq_acc = arrays.take<float>(Tiles::ACC_BYTES);
+    const DeviceAttentionLayout& L = args.L;
+    const int W = args.cfg.bias_window, distances = min(W, L.T);  // db_h[r] for r < distances
+    float* dbias_block = arrays.take<float>(size_t(distances) * sizeof(float));
+
+    const int query_tiles = gridDim.x, query_tile = query_tiles - 1 - blockIdx.x;
+    const int bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH, q0 = query_tile * TILE;
+    const size_t qkv_stride = 3 * size_t(L.C);
+    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
+    const float scale = 1.0f / sqrtf(float(HS));
+    const Slice slice;
+    const int t = q0 + slice.row;
+    const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+    const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
+
+    load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
+    load_head_tile<HS, TILE>(dout_tile, dout + L.out(b, 0, h), L.C, q0, L.T, nullptr);
+    for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) dq_acc[e] = 0.0f;
+    for (int r = threadIdx.x; r < distances; r += FLASH_THREADS) dbias_block[r] = 0.0f;
+    BackwardRow row;
+    if (t < L.T) {
+        row.max = row_state[2 * (size_t(bh) * L.T + t)];
+        row.sum = row_state[2 * (size_t(bh) * L.T + t) + 1];
+        row.cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
+    }
+
+    // S (final scores in place) and G of key tile k0, for every thread
+    auto scores_and_grads = [&](int k0) {
+        load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
+        load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+        __syncthreads();
+        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
+                                                         Tiles::HEAD_PITCH, false);
+        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
+                                                         v_tile, Tiles::HEAD_PITCH, false);
+        float* s = scores + slice.row * Tiles::SCORE_PITCH;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
+            s[c] = flash::masked_score(s[c], scale, t, k0 + c, L.T, bias_h, W);
+    };
+
+    if constexpr (ELASTIC) {  // delta_t = sum_k m p g and the row's dtau term -(1/i) sum_k m g, over all its keys
+        float delta = 0.0f, passed = 0.0f;
+        for (int k0 = 0; k0 <= q0; k0 += TILE) {
+            scores_and_grads(k0);
+            for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+                const float p = flash::probability(s_row[c], row.max, row.sum);
+                const float g = flash::passed_gradient(p, row.cut, g_row[c]);
+                delta += p * g;
+                passed += g;
+            }
+            __syncthreads();  // the next tile's products overwrite scores and grads
+        }
+        row.delta = row_sum<Slice::ROW_THREADS>(delta);
+        passed = row_sum<Slice::ROW_THREADS>(passed);
+        const float dtau = block_sum(slice.first == 0 && t < L.T ? -passed / float(t + 1) : 0.0f);
+        if (threadIdx.x == 0) dtau_partials[(size_t(b) * query_tiles + query_tile) * L.NH + h] = dtau;
+    } else if (t < L.T) {  // delta_t = dO_t . o_t
+        float delta = 0.0f;
+        for (int d = slice.first; d < HS; d += Slice::ROW_THREADS)
+            delta += float(dout[L.out(b, t, h) + d]) * float(out[L.out(b, t, h) + d]);
+        row.delta = delta;
+    }
+    if constexpr (!ELASTIC) row.delta = row_sum<Slice::ROW_THREADS>(row.delta);
+    if (t < L.T && slice.first == 0) delta_rows[size_t(bh) * L.T + t] = row.delta;
+
+    for (int k0 = 0; k0 <= q0; k0 += TILE) {
+        scores_and_grads(k0);
+        float* ds_row = scores + slice.row * Tiles::SCORE_PITCH;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            const float p = flash::probability(ds_row[c], row.max, row.sum);
+            const float ds = flash::score_gradient(p, row.cut, g_row[c], row.delta);
+            ds_row[c] = ds;
+            dscores[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(ds);
+        }
+        __syncthreads();
+        // db_h[r] += dS along the diagonal r = t - j of the tile: the tile's row - column runs over
+        // [-(TILE - 1), TILE - 1], one thread per diagonal, rows in order
+        const int diagonal = int(threadIdx.x) - (TILE - 1), r = q0 - k0 + diagonal;
+        if (diagonal < TILE && r >= 0 && r < distances) {
+            float sum = 0.0f;
+            for (int row_in_tile = max(diagonal, 0); row_in_tile < TILE && row_in_tile - diagonal < TILE; row_in_tile++)
+                sum += scores[row_in_tile * Tiles::SCORE_PITCH + row_in_tile - diagonal];
+            dbias_block[r] += sum;
+        }
+        tile_product<TILE, HS, TILE, RowMajor, RowMajor>(dq_acc, Tiles::ACC_PITCH, dscores, Tiles::WEIGHT_PITCH, k_tile,
+                                                         Tiles::HEAD_PITCH, true);
+    }
+
+    add_head_tile<HS, TILE>(dqkv + L.q(b, 0, h), qkv_stride, dq_acc, scale, q0, L.T, args.cos_sin);
+    float* partial = bias_partials + ((size_t(b) * query_tiles + query_tile) * L.NH + h) * W;
+    for (int r = threadIdx.x; r < W; r += FLASH_THREADS) partial[r] = r < distances ? dbias_block[r] : 0.0f;
+}
+
+// One block per (key tile, b, h), the first key tile (the most query tiles) first. Writes dk and dv (+=).
+template <int HS, bool ELASTIC>
+static __global__ void __launch_bounds__(FLASH_THREADS)
+    flash_key_kernel(floatX* dqkv, const float* delta_rows, const floatX* dout, const float* row_state,
+                     FlashArguments args) {
+    using Tiles = FlashTiles<HS>;
+    constexpr int TILE = Tiles::TILE;
+    using Slice = RowSlice<TILE>;
+    extern __shared__ __align__(128) float flash_shared[];
+    SharedArrays arrays{reinterpret_cast<unsigned char*>(flash_shared)};
+    floatX* k_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* v_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* q_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    floatX* dout_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
+    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // [query, key], as in the other kernels
+    float* grads = arrays.take<float>(Tiles::SCORE_BYTES);
+    floatX* weights = arrays.take<floatX>(Tiles::WEIGHT_BYTES);  // a
+    floatX* dscores = arrays.take<floatX>(Tiles::WEIGHT_BYTES);
+    float* dk_acc = arrays.take<float>(Tiles::ACC_BYTES);
+    float* dv_acc = arrays.take<float>(Tiles::ACC_BYTES);
+
+    const DeviceAttentionLayout& L = args.L;
+    const int query_tiles = gridDim.x;  // as many as key tiles
+    const int key_tile = blockIdx.x, bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH, k0 = key_tile * TILE;
+    const int W = args.cfg.bias_window;
+    const size_t qkv_stride = 3 * size_t(L.C);
+    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
+    const float scale = 1.0f / sqrtf(float(HS)), tau = elastic_tau(args.cfg, args.theta, h);
+    const Slice slice;
+    const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+    const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
+
+    load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
+    load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+    for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) dk_acc[e] = dv_acc[e] = 0.0f;
+
+    for (int query_tile = key_tile; query_tile < query_tiles; query_tile++) {
+        const int q0 = query_tile * TILE, t = q0 + slice.row;
+        load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
+        load_head_tile<HS, TILE>(dout_tile, dout + L.out(b, 0, h), L.C, q0, L.T, nullptr);
+        BackwardRow row;
+        if (t < L.T) {
+            row.max = row_state[2 * (size_t(bh) * L.T + t)];
+            row.sum = row_state[2 * (size_t(bh) * L.T + t) + 1];
+            row.cut = flash::cut_of_row(tau, t);
+            row.delta = delta_rows[size_t(bh) * L.T + t];
+        }
+        __syncthreads();
+        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
+                                                         Tiles::HEAD_PITCH, false);
+        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
+                                                         v_tile, Tiles::HEAD_PITCH, false);
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            const float s = flash::masked_score(s_row[c], scale, t, k0 + c, L.T, bias_h, W);
+            const float p = flash::probability(s, row.max, row.sum);
+            weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(ELASTIC ? flash::cut_weight(p, row.cut) : p);
+            dscores[slice.row * Tiles::WEIGHT_PITCH + c] =
+                floatX(flash::score_gradient(p, row.cut, g_row[c], row.delta));
+        }
+        __syncthreads();
+        // dV += A^T dO and dK += dS^T Q: the [query, key] weight tiles read transposed (column-major)
+        tile_product<TILE, HS, TILE, ColMajor, RowMajor>(dv_acc, Tiles::ACC_PITCH, weights, Tiles::WEIGHT_PITCH,
+                                                         dout_tile, Tiles::HEAD_PITCH, true);
+        tile_product<TILE, HS, TILE, ColMajor, RowMajor>(dk_acc, Tiles::ACC_PITCH, dscores, Tiles::WEIGHT_PITCH, q_tile,
+                                                         Tiles::HEAD_PITCH, true);
+    }
+
+    add_head_tile<HS, TILE>(dqkv + L.v(b, 0, h), qkv_stride, dv_acc, 1.0f, k0, L.T, nullptr);
+    add_head_tile<HS, TILE>(dqkv + L.k(b, 0, h), qkv_stride, dk_acc, scale, k0, L.T, args.cos_sin);
+}
+
+// ---- the interface --------------------------------------------------------------------------------
+
+inline bool flash_attention_supports(const AttentionConfig& cfg, int head_size) {
+    return (cfg.kind == AttentionKind::softmax || cfg.kind == AttentionKind::elastic) &&
+           (head_size == 32 || head_size == 64 || head_size == 128);
+}
+
+// The row state the forward saves for the backward: (M_t, L_t) per row, [B, NH, T, 2].
+inline size_t flash_attention_row_floats(int B, int T, int NH) { return 2 * size_t(B) * NH * T; }
+
+// Allows a kernel the dynamic shared memory it needs beyond the default 48 KiB, checked against the
+// device's limit.
+template <typename Kernel>
+size_t flash_shared_bytes(Kernel kernel, size_t bytes) {
+    int device = 0, limit = 0;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    check(bytes <= size_t(limit),
+          format("flash attention: %zu bytes of shared memory per block, the device allows %d", bytes, limit));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    return bytes;
+}
+
+// Validates the arguments and fills the RoPE table (at the start of the Context scratch, which must hold
+// extra_floats more after it).
+inline FlashArguments flash_arguments(const AttentionConfig& cfg, const floatX* qkv, const floatX* theta,
+                                      const floatX* bias, int B, int T, int C, int NH, size_t extra_floats,
+                                      float** extra, cudaStream_t stream) {
+    const AttentionLayout L = check_attention_arguments(cfg, theta, bias, B, T, C, NH);
+    check(flash_attention_supports(cfg, L.hs),
+          format("flash attention: %s with head size %d is not supported (softmax or elastic, head size 32, 64 "
+                 "or 128)",
+                 to_string(cfg.kind), L.hs));
+    const bool rope = cfg.position == PositionKind::rope;
+    const size_t table_floats = rope ? size_t(T) * L.hs : 0;  // T x hs/2 (cos, sin) pairs
+    float* scratch = Context::get().scratch<float>(table_floats + extra_floats);
+    float2* cos_sin = rope ? reinterpret_cast<float2*>(scratch) : nullptr;
+    if (rope) {
+        rope_table_kernel<<<ceil_div(table_floats / 2, 256), 256, 0, stream>>>(cos_sin, T, L.hs, cfg.rope_base);
+        CUDA_CHECK_LAUNCH();
+    }
+    *extra = scratch + table_floats;
+    return {qkv, cos_sin, theta, bias, cfg, device_layout(L)};
+}
+
+template <int HS, bool ELASTIC>
+void flash_forward_launch(floatX* out, float* row_state, const FlashArguments& args, cudaStream_t stream) {
+    using Tiles = FlashTiles<HS>;
+    auto kernel = flash_forward_kernel<HS, ELASTIC>;
+    const size_t shared = flash_shared_bytes(kernel, Tiles::FORWARD_BYTES);
+    const dim3 grid(ceil_div(args.L.T, Tiles::TILE), args.L.B * args.L.NH);
+    kernel<<<grid, FLASH_THREADS, shared, stream>>>(out, row_state, args);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <int HS, bool ELASTIC>
+void flash_backward_launch(floatX* dqkv, floatX* dtheta, floatX* dbias, const floatX* dout, const floatX* out,
+                           const float* row_state, const FlashArguments& args, float* scratch, cudaStream_t stream) {
+    using Tiles = FlashTiles<HS>;
+    const DeviceAttentionLayout& L = args.L;
+    const int W = args.cfg.bias_window, query_tiles = ceil_div(L.T, Tiles::TILE);
+    const size_t rows = size_t(L.B) * L.NH * L.T, batch_parts = size_t(L.B) * query_tiles;
+    float* delta_rows = scratch;
+    float* bias_partials = delta_rows + rows;
+    float* dtau_partials = bias_partials + batch_parts * L.NH * W;
+    const dim3 grid(query_tiles, L.B * L.NH);
+
+    auto query_kernel = flash_query_kernel<HS, ELASTIC>;
+    const size_t query_shared =
+        flash_shared_bytes(query_kernel, Tiles::QUERY_BYTES + size_t(std::min(W, L.T)) * sizeof(float));
+    query_kernel<<<grid, FLASH_THREADS, query_shared, stream>>>(dqkv, delta_rows, bias_partials, dtau_partials, dout,
+                                                                out, row_state, args);
+    CUDA_CHECK_LAUNCH();
+    auto key_kernel = flash_key_kernel<HS, ELASTIC>;
+    const size_t key_shared = flash_shared_bytes(key_kernel, Tiles::KEY_BYTES);
+    key_kernel<<<grid, FLASH_THREADS, key_shared, stream>>>(dqkv, delta_rows, dout, row_state, args);
+    CUDA_CHECK_LAUNCH();
+    if (W == 0 && !ELASTIC) return;
+    parameter_gradients_kernel<<<L.NH, ATTENTION_THREADS, 0, stream>>>(
+        dbias, ELASTIC ? dtheta : nullptr, bias_partials, dtau_partials, args.theta, int(batch_parts), L.NH, W);
+    CUDA_CHECK_LAUNCH();
+}
+
+// out [B, T, C] and row_state [flash_attention_row_floats(B, T, NH)] from qkv [B, T, 3C] (unrotated);
+// theta [NH] for elastic, bias [NH, W] for a bias window (either may be nullptr otherwise).
+// Uses Context scratch (the RoPE table, T hs floats).
+inline void flash_attention_forward(const AttentionConfig& cfg, floatX* out, float* row_state, const floatX* qkv,
+                                    const floatX* theta, const floatX* bias, int B, int T, int C, int NH,
+                                    cudaStream_t stream) {
+    float* unused = nullptr;
+    const FlashArguments args = flash_arguments(cfg, qkv, theta, bias, B, T, C, NH, 0, &unused, stream);
+    const bool elastic = cfg.kind == AttentionKind::elastic;
+    auto launch = C / NH == 32   ? (elastic ? flash_forward_launch<32, true> : flash_forward_launch<32, false>)
+                  : C / NH == 64 ? (elastic ? flash_forward_launch<64, true> : flash_forward_launch<64, false>)
+                                 : (elastic ? flash_forward_launch<128, true> : flash_forward_launch<128, false>);
+    launch(out, row_state, args, stream);
+}
+
+// Accumulates (+=) into dqkv [B, T, 3C] (the gradient of the unrotated qkv), dtheta [NH] (elastic) and
+// dbias [NH, W] (a bias window), from dout [B, T, C] and the forward's out and row_state. Uses Context
+// scratch: T hs (RoPE table) + B NH T + B ceil(T / TILE) NH (W + 1) floats.
+inline void flash_attention_backward(const AttentionConfig& cfg, floatX* dqkv, floatX* dtheta, floatX* dbias,
+                                     const floatX* dout, const floatX* out, const float* row_state, const floatX* qkv,
+                                     const floatX* theta, const floatX* bias, int B, int T, int C, int NH,
+                                     cudaStream_t stream) {
+    check(cfg.kind != AttentionKind::elastic || dtheta != nullptr, "attention: elastic needs dtheta");
+    check(cfg.bias_window == 0 || dbias != nullptr, "attention: a bias window needs dbias");
+    const int smallest_tile = 32;  // the most query tiles any head size uses
+    const size_t extra = size_t(B) * NH * T + size_t(B) * ceil_div(T, smallest_tile) * NH * (cfg.bias_window + 1);
+    float* scratch = nullptr;
+    const FlashArguments args = flash_arguments(cfg, qkv, theta, bias, B, T, C, NH, extra, &scratch, stream);
+    const bool elastic = cfg.kind == AttentionKind::elastic;
+    auto launch = C / NH == 32   ? (elastic ? flash_backward_launch<32, true> : flash_backward_launch<32, false>)
+                  : C / NH == 64 ? (elastic ? flash_backward_launch<64, true> : flash_backward_launch<64, false>)
+                                 : (elastic ? flash_backward_launch<128, true> : flash_backward_launch<128, false>);
+    launch(dqkv, dtheta, dbias, dout, out, row_state, args, scratch, stream);
+}
+
+}  // namespace focus::gpu
