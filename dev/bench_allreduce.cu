@@ -6,6 +6,8 @@
 // will cost per step:
 //   scripts/launch_single_node.sh 8 build/bench_allreduce            (one node, 8 GPUs)
 //   build/bench_allreduce --mb 250                                    (one GPU)
+//   RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 build/bench_allreduce --exit-rank 1 &
+//   RANK=0 ... build/bench_allreduce --nccl-timeout 20   (rank 0 must stop with a timeout error, not hang)
 // busbw is NCCL-tests' bus bandwidth: the all-reduce moves 2(N-1)/N of the buffer through each GPU's
 // links, reduce-scatter and all-gather (N-1)/N each, so busbw compares with the link's speed.
 #include <cstdio>
@@ -52,16 +54,16 @@ static size_t count_wrong_gather(Communicator& comm, const ShardLayout& shards, 
 
 // Mean milliseconds per call of run, over iterations after one warm-up.
 template <typename Run>
-static double time_ms(Communicator& comm, cudaStream_t stream, int iterations, Run run) {
+static double time_ms(cudaStream_t stream, int iterations, Run run) {
     run();
-    comm.synchronize(stream, "the warm-up");
+    CUDA_CHECK(cudaStreamSynchronize(stream));
     cudaEvent_t start, stop;
     CUDA_CHECK(cudaEventCreate(&start));
     CUDA_CHECK(cudaEventCreate(&stop));
     CUDA_CHECK(cudaEventRecord(start, stream));
     for (int i = 0; i < iterations; i++) run();
     CUDA_CHECK(cudaEventRecord(stop, stream));
-    comm.synchronize(stream, "the timed collectives");
+    CUDA_CHECK(cudaStreamSynchronize(stream));
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     CUDA_CHECK(cudaEventDestroy(start));
@@ -76,9 +78,12 @@ static int run(int argc, char** argv) {
     double megabytes = 250;  // GPT-2 124M's gradient in bf16
     int iterations = 20;
     bool require_gpu = false;
+    int exit_rank = -1;
     app.add_option("--mb", megabytes, "buffer size in MB (default: GPT-2 124M's bf16 gradient)")->check(CLI::PositiveNumber);
     app.add_option("--iterations", iterations, "timed calls of each collective")->check(CLI::PositiveNumber);
     app.add_flag("--require-gpu", require_gpu, "fail instead of skipping when there is no GPU");
+    app.add_option("--exit-rank", exit_rank, "this rank quits once the communicator exists: the others must end "
+                                             "with a timeout error within --nccl-timeout, not hang");
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -91,6 +96,10 @@ static int run(int argc, char** argv) {
     }
     const ProcessGroup group = process_group(flags, launcher_environment());
     Communicator comm(group, flags.nccl_timeout);
+    if (group.rank == exit_rank) {
+        std::printf("rank %d: leaving before the first collective (--exit-rank)\n", group.rank);
+        std::_Exit(3);  // like a crash: no clean-up
+    }
     const int N = group.world_size, rank = group.rank;
     const size_t count = size_t(megabytes * 1e6 / sizeof(floatX));
     const ShardLayout shards = shard_layout(count, N);
@@ -103,21 +112,21 @@ static int run(int argc, char** argv) {
     fill(buffer.data(), buffer.size(), float(rank + 1), stream);
     comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
     comm.wait(stream);
-    comm.synchronize(stream, "the all-reduce check");
+    CUDA_CHECK(cudaStreamSynchronize(stream));
     const size_t all_reduce_wrong = count_wrong(buffer, count, average);
     fill(buffer.data(), buffer.size(), float(rank + 1), stream);
     comm.reduce_scatter_gradients(buffer.data(), shards, stream);
     comm.all_gather_params(buffer.data(), shards, stream);
-    comm.synchronize(stream, "the reduce-scatter check");
+    CUDA_CHECK(cudaStreamSynchronize(stream));
     const size_t zero_wrong = count_wrong(buffer, shards.padded_count(), average);
     const size_t gather_wrong = count_wrong_gather(comm, shards, stream);
 
-    const double all_reduce_ms = time_ms(comm, stream, iterations, [&] {
+    const double all_reduce_ms = time_ms(stream, iterations, [&] {
         comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
         comm.wait(stream);
     });
-    const double reduce_scatter_ms = time_ms(comm, stream, iterations, [&] { comm.reduce_scatter_gradients(buffer.data(), shards, stream); });
-    const double all_gather_ms = time_ms(comm, stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
+    const double reduce_scatter_ms = time_ms(stream, iterations, [&] { comm.reduce_scatter_gradients(buffer.data(), shards, stream); });
+    const double all_gather_ms = time_ms(stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
     CUDA_CHECK(cudaStreamDestroy(stream));
 
     auto verdict = [](size_t wrong) { return wrong ? format("WRONG in %zu elements", wrong) : std::string("correct"); };

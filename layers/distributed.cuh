@@ -14,18 +14,24 @@
 //    sends every rank the others' updated shards. Checkpoints: gather_shards brings m and v back to
 //    full vectors for state.bin, and loading uploads shard_slice of them (distributed.h), so N GPUs
 //    resume on M.
-//  - A failed rank ends the job, never hangs it. The communicator is created non-blocking, and every
-//    wait on the host (synchronize, and each NCCL call that returns ncclInProgress) is a loop that polls
-//    the stream and ncclCommGetAsyncError; on an NCCL error, or after --nccl-timeout seconds without
-//    progress, it aborts the communicator (ncclCommAbort, which also stops kernels spinning on a dead
-//    peer) and throws focus::Error("rank R: ..."). The process exits with that message; the launcher
-//    (mpirun, srun, scripts/launch_single_node.sh) then ends the others, or their own watchdogs do.
+//  - A failed rank ends the job, never hangs it. Every collective runs on the communication stream, and a
+//    watchdog thread polls ncclCommGetAsyncError and that stream: on an NCCL error, or when queued
+//    collectives have not finished after --nccl-timeout seconds, it prints "error: rank R: timeout after
+//    S s waiting for <collective>: ..." and exits the process with status 1 (the main thread may be stuck
+//    in a CUDA wait, so it cannot be unwound). The communicator is non-blocking, so no NCCL call blocks
+//    the main thread either: when one answers ncclInProgress, settle() waits for it with the same timeout
+//    and throws focus::Error("rank R: ...") after ncclCommAbort. Either way the launcher (mpirun, srun
+//    --kill-on-bad-exit, scripts/launch_single_node.sh) then ends the other ranks, or their own watchdogs do.
 // Gradients are reduced in floatX (bf16, as llm.c does): the sum of N bf16 values is rounded once more.
 #pragma once
 #include <nccl.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,10 +69,10 @@ public:
         int devices = 0;
         CUDA_CHECK(cudaGetDeviceCount(&devices));
         // A launcher that binds one GPU per process (srun --gpus-per-task=1) leaves each rank device 0.
-        const int device = devices == 1 ? 0 : group.local_rank;
-        check(device < devices, format("rank %d: local rank %d, but this node shows %d GPU(s)", group.rank,
-                                       group.local_rank, devices));
-        CUDA_CHECK(cudaSetDevice(device));
+        device_ = devices == 1 ? 0 : group.local_rank;
+        check(device_ < devices, format("rank %d: local rank %d, but this node shows %d GPU(s)", group.rank,
+                                        group.local_rank, devices));
+        CUDA_CHECK(cudaSetDevice(device_));
         const UniqueId shared = share_unique_id(
             group,
             [&] {
@@ -81,19 +87,26 @@ public:
         ncclUniqueId id;
         std::memcpy(&id, shared.data(), sizeof id);
         ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
-        config.blocking = 0;  // NCCL calls return at once; our loops below decide how long to wait
+        config.blocking = 0;  // NCCL calls return at once; settle() decides how long to wait
         settle(ncclCommInitRankConfig(&comm_, group.world_size, id, group.rank, &config), "creating the communicator");
         CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
-        CUDA_CHECK(cudaEventCreateWithFlags(&gradients_ready_, cudaEventDisableTiming));
-        CUDA_CHECK(cudaEventCreateWithFlags(&reductions_done_, cudaEventDisableTiming));
-        CUDA_CHECK(cudaEventCreateWithFlags(&stream_done_, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&work_ready_, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&collectives_done_, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&watched_, cudaEventDisableTiming));
+        watchdog_ = std::thread([this] { watchdog(); });
     }
 
     ~Communicator() {
-        // Errors are no longer reportable here; abort rather than finalize so a broken peer cannot block exit.
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        stop_.notify_one();
+        if (watchdog_.joinable()) watchdog_.join();
+        // Nothing can be reported any more: abort rather than finalize, so a broken peer cannot block the exit.
         if (comm_) ncclCommAbort(comm_);
         if (comm_stream_) cudaStreamDestroy(comm_stream_);
-        for (cudaEvent_t event : {gradients_ready_, reductions_done_, stream_done_})
+        for (cudaEvent_t event : {work_ready_, collectives_done_, watched_})
             if (event) cudaEventDestroy(event);
     }
     Communicator(const Communicator&) = delete;
@@ -106,37 +119,45 @@ public:
     // Averages grads over the ranks in each range, in place, on the communication stream, after the work
     // compute_stream has queued so far (the backward pass that produced them). Returns at once.
     void reduce_gradients_async(floatX* grads, const std::vector<GradientRange>& ranges, cudaStream_t compute_stream) {
-        CUDA_CHECK(cudaEventRecord(gradients_ready_, compute_stream));
-        CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, gradients_ready_, 0));
-        settle(ncclGroupStart(), "ncclGroupStart");
-        for (const GradientRange& r : ranges)
-            settle(ncclAllReduce(grads + r.offset, grads + r.offset, r.count, NCCL_FLOATX, ncclAvg, comm_, comm_stream_),
-                   "all-reducing gradients");
-        settle(ncclGroupEnd(), "all-reducing gradients");
+        collective(compute_stream, "the gradient all-reduce", [&] {
+            settle(ncclGroupStart(), "starting the gradient all-reduce");
+            for (const GradientRange& r : ranges)
+                settle(ncclAllReduce(grads + r.offset, grads + r.offset, r.count, NCCL_FLOATX, ncclAvg, comm_, comm_stream_),
+                       "queueing the gradient all-reduce");
+            settle(ncclGroupEnd(), "queueing the gradient all-reduce");
+        });
     }
 
-    // compute_stream's later work waits for every reduction issued so far (the host does not wait).
+    // compute_stream's later work waits for every collective queued so far (the host does not wait).
     void wait(cudaStream_t compute_stream) {
-        CUDA_CHECK(cudaEventRecord(reductions_done_, comm_stream_));
-        CUDA_CHECK(cudaStreamWaitEvent(compute_stream, reductions_done_, 0));
+        CUDA_CHECK(cudaEventRecord(collectives_done_, comm_stream_));
+        CUDA_CHECK(cudaStreamWaitEvent(compute_stream, collectives_done_, 0));
     }
 
-    // ---- ZeRO-1 -----------------------------------------------------------------------------------
+    // ---- ZeRO-1 (each call is ordered on stream: it starts after stream's earlier work, and stream's
+    // later work sees its result) ------------------------------------------------------------------
 
     // grads holds shards.padded_count() values (zero past the parameters). Afterwards this rank's shard,
     // grads[begin(rank), begin(rank) + shard_size), holds the average over the ranks; the rest is stale.
     void reduce_scatter_gradients(floatX* grads, const ShardLayout& shards, cudaStream_t stream) {
         check_layout(shards);
         floatX* own = grads + shards.shard_size * size_t(group_.rank);
-        settle(ncclReduceScatter(grads, own, shards.shard_size, NCCL_FLOATX, ncclAvg, comm_, stream),
-               "reduce-scattering gradients");
+        collective(stream, "the gradient reduce-scatter", [&] {
+            settle(ncclReduceScatter(grads, own, shards.shard_size, NCCL_FLOATX, ncclAvg, comm_, comm_stream_),
+                   "queueing the gradient reduce-scatter");
+        });
+        wait(stream);
     }
 
     // Every rank's shard of params (padded_count() values) goes to every rank, in place.
     void all_gather_params(floatX* params, const ShardLayout& shards, cudaStream_t stream) {
         check_layout(shards);
         const floatX* own = params + shards.shard_size * size_t(group_.rank);
-        settle(ncclAllGather(own, params, shards.shard_size, NCCL_FLOATX, comm_, stream), "all-gathering parameters");
+        collective(stream, "the parameter all-gather", [&] {
+            settle(ncclAllGather(own, params, shards.shard_size, NCCL_FLOATX, comm_, comm_stream_),
+                   "queueing the parameter all-gather");
+        });
+        wait(stream);
     }
 
     // The full vector (parameter_count values) from every rank's shard_size values of shard: m or v for
@@ -144,8 +165,12 @@ public:
     std::vector<float> gather_shards(const float* shard, const ShardLayout& shards, cudaStream_t stream) {
         check_layout(shards);
         DeviceBuffer<float> full(shards.padded_count());
-        settle(ncclAllGather(shard, full.data(), shards.shard_size, ncclFloat32, comm_, stream), "gathering optimizer state");
-        synchronize(stream, "gathering optimizer state");
+        collective(stream, "the optimizer-state gather", [&] {
+            settle(ncclAllGather(shard, full.data(), shards.shard_size, ncclFloat32, comm_, comm_stream_),
+                   "queueing the optimizer-state gather");
+        });
+        wait(stream);
+        CUDA_CHECK(cudaStreamSynchronize(stream));
         std::vector<float> host = full.download();
         host.resize(shards.parameter_count);
         return host;
@@ -153,9 +178,13 @@ public:
 
     // ---- both -------------------------------------------------------------------------------------
 
-    // Sums count floats over the ranks, in place: the shards' squared gradient norms, the step's loss.
+    // Sums count floats over the ranks, in place, ordered on stream: the shards' squared gradient norms.
     void all_reduce_sum(float* values, size_t count, cudaStream_t stream) {
-        settle(ncclAllReduce(values, values, count, ncclFloat32, ncclSum, comm_, stream), "summing over the ranks");
+        collective(stream, "a sum over the ranks", [&] {
+            settle(ncclAllReduce(values, values, count, ncclFloat32, ncclSum, comm_, comm_stream_),
+                   "queueing a sum over the ranks");
+        });
+        wait(stream);
     }
 
     // The mean of value over the ranks, on the host: the step's loss and the validation loss for the log,
@@ -165,52 +194,72 @@ public:
         CUDA_CHECK(cudaMemcpyAsync(scalar_.data(), &value, sizeof value, cudaMemcpyHostToDevice, stream));
         all_reduce_sum(scalar_.data(), 1, stream);
         CUDA_CHECK(cudaMemcpyAsync(&value, scalar_.data(), sizeof value, cudaMemcpyDeviceToHost, stream));
-        synchronize(stream, "averaging over the ranks");
+        CUDA_CHECK(cudaStreamSynchronize(stream));
         return value / float(group_.world_size);
     }
 
-    // Waits on the host until stream has done everything queued so far, watching NCCL meanwhile: the
-    // trainer's one wait per step (before reading the loss). what names the wait in errors.
-    void synchronize(cudaStream_t stream, const char* what) {
-        CUDA_CHECK(cudaEventRecord(stream_done_, stream));
-        watch(what, [&] {
-            const cudaError_t status = cudaEventQuery(stream_done_);
-            if (status == cudaErrorNotReady) return false;
-            CUDA_CHECK(status);
-            return true;
-        });
+private:
+    // Queues enqueue()'s NCCL calls on the communication stream after the work stream has queued so far,
+    // and hands them to the watchdog under the name what.
+    template <typename Enqueue>
+    void collective(cudaStream_t stream, const char* what, Enqueue enqueue) {
+        CUDA_CHECK(cudaEventRecord(work_ready_, stream));
+        CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, work_ready_, 0));
+        std::lock_guard<std::mutex> lock(mutex_);
+        enqueue();
+        CUDA_CHECK(cudaEventRecord(watched_, comm_stream_));
+        if (!pending_) {
+            pending_ = true;
+            pending_since_ = Clock::now();
+            pending_what_ = what;
+        }
     }
 
-private:
-    // Throws (after aborting the communicator) when NCCL reports an error or timeout_seconds pass before
-    // done() returns true.
-    template <typename Done>
-    void watch(const char* what, Done done) {
-        const auto deadline = deadline_after(timeout_seconds_);
-        for (;;) {
-            if (done()) return;
+    // The watchdog thread. Any host wait (cudaStreamSynchronize anywhere in the trainer) on work that
+    // depends on a collective would block forever if a peer died, so the check cannot live in the waits:
+    // every WATCHDOG_INTERVAL this thread asks NCCL for asynchronous errors and checks that the
+    // communication stream has caught up with what was queued. When NCCL reports an error, or collectives
+    // have been pending for timeout_seconds, it prints the error and ends the process (the main thread
+    // may be blocked inside CUDA, so it cannot be unwound). The stream goes idle during every forward pass,
+    // so "pending" restarts each step and the timeout measures one step's communication.
+    void watchdog() {
+        cudaSetDevice(device_);
+        std::unique_lock<std::mutex> lock(mutex_);
+        while (!stop_.wait_for(lock, WATCHDOG_INTERVAL, [&] { return stopping_; })) {
+            if (!comm_) continue;  // settle() aborted it and is throwing the error on the main thread
+            if (pending_ && cudaEventQuery(watched_) == cudaSuccess) pending_ = false;
             ncclResult_t state = ncclSuccess;
             const ncclResult_t queried = ncclCommGetAsyncError(comm_, &state);
             if (queried != ncclSuccess) state = queried;
             if (state != ncclSuccess && state != ncclInProgress)
-                abort(format("NCCL error while %s: %s (%s)", what, ncclGetErrorString(state), ncclGetLastError(comm_)));
-            if (Clock::now() > deadline)
-                abort(format("timeout after %g s waiting for %s: a rank failed or stalled (--nccl-timeout)",
-                             timeout_seconds_, what));
-            std::this_thread::sleep_for(std::chrono::microseconds(50));
+                die(format("NCCL error during %s: %s (%s)", pending_ ? pending_what_.c_str() : "communication",
+                           ncclGetErrorString(state), ncclGetLastError(comm_)));
+            if (pending_ && Clock::now() - pending_since_ > std::chrono::duration<double>(timeout_seconds_))
+                die(format("timeout after %g s waiting for %s: a rank failed or stalled (--nccl-timeout)",
+                           timeout_seconds_, pending_what_.c_str()));
         }
     }
 
-    // A non-blocking communicator may answer ncclInProgress; it must settle before the next NCCL call.
+    // The watchdog's end of the process, with the line run_reporting_errors would print. No ncclCommAbort:
+    // with a dead peer it can block, and exiting releases the GPU anyway.
+    [[noreturn]] void die(const std::string& why) {
+        std::fprintf(stderr, "error: rank %d: %s\n", group_.rank, why.c_str());
+        std::fflush(stderr);
+        std::_Exit(1);
+    }
+
+    // A non-blocking communicator may answer ncclInProgress; it must settle before the next NCCL call. On
+    // the main thread, so failures throw: an NCCL error, or no progress within timeout_seconds.
     void settle(ncclResult_t result, const char* what) {
-        if (result == ncclInProgress) {
-            watch(what, [&] {
-                ncclCommGetAsyncError(comm_, &result);
-                return result != ncclInProgress;
-            });
+        const auto deadline = deadline_after(timeout_seconds_);
+        while (result == ncclInProgress) {
+            if (Clock::now() > deadline)
+                abort(format("timeout after %g s %s: a rank failed or stalled (--nccl-timeout)", timeout_seconds_, what));
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+            ncclCommGetAsyncError(comm_, &result);
         }
         if (result != ncclSuccess)
-            abort(format("NCCL error while %s: %s (%s)", what, ncclGetErrorString(result), ncclGetLastError(comm_)));
+            abort(format("NCCL error %s: %s (%s)", what, ncclGetErrorString(result), ncclGetLastError(comm_)));
     }
 
     [[noreturn]] void abort(const std::string& why) {
@@ -225,12 +274,25 @@ private:
                      group_.world_size));
     }
 
+    static constexpr auto WATCHDOG_INTERVAL = std::chrono::milliseconds(100);
+
     ProcessGroup group_;
     double timeout_seconds_;
+    int device_ = 0;
     ncclComm_t comm_ = nullptr;
     cudaStream_t comm_stream_ = nullptr;
-    cudaEvent_t gradients_ready_ = nullptr, reductions_done_ = nullptr, stream_done_ = nullptr;
+    cudaEvent_t work_ready_ = nullptr, collectives_done_ = nullptr;
     DeviceBuffer<float> scalar_;  // mean_over_ranks's one value
+
+    // Shared with the watchdog thread, under mutex_: the last collective queued (watched_ is recorded after
+    // it) and since when the communication stream has had unfinished work.
+    std::mutex mutex_;
+    std::condition_variable stop_;
+    bool stopping_ = false, pending_ = false;
+    cudaEvent_t watched_ = nullptr;
+    Clock::time_point pending_since_;
+    std::string pending_what_;
+    std::thread watchdog_;
 };
 
 }  // namespace focus::gpu
