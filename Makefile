@@ -109,7 +109,7 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 # memory (dev/gpu_train_check.sh). All run even when one fails, and the status says whether any did; no
 # usable GPU is a failure here.
 gpu-check:
-	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt
+	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
 	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
 	bash dev/gpu_train_check.sh $(BUILD) || status=1; exit $$status

@@ -3,8 +3,11 @@
 # (4 layers, 8 heads, 256 channels, 32 x 256 tokens per step) for 200 steps on the built-in recall data
 # with each attention variant, then prints one row per variant: final training loss, validation loss,
 # tokens/s (median over steps 11-200, after cuBLASLt's first-call setup) with MFU where the GPU is
-# known, and peak GPU memory (all from the JSON log). A few minutes on an H100 in all.
-# Usage: bash dev/gpu_train_check.sh [BUILD_DIR]. Exits 1 if a run fails or its loss is not finite.
+# known, and peak GPU memory (all from the JSON log). A few minutes on an H100 in all. Then, on a tiny
+# Lazy-Attention model: the first step's loss equals train_gpt_cpu's (same initialisation, same batch;
+# bf16 is within 1%), --resume continues bit-exactly with --sample-every on (model.bin, state.bin and
+# the logged losses and samples), and train_gpt_cpu continues a train_gpt checkpoint.
+# Usage: bash dev/gpu_train_check.sh [BUILD_DIR]. Exits 1 if anything fails.
 set -u
 build=${1:-build}
 tmp=$(mktemp -d)
@@ -45,4 +48,41 @@ for name in names:
           f"{(f'{100 * statistics.median(mfu):5.1f}%' if mfu else '-'):>6} {memory / 2**30:12.2f} GiB")
 sys.exit(0 if ok else 1)
 PY
+
+tiny=(--layers 2 --heads 4 --dim 64 --seq 32 --batch 4 --lazy --eval-every 3 --eval-batches 2 --total-batch 256)
+check() {  # check NAME COMMAND...: one line, ok or FAIL
+    if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
+}
+first_loss() { python3 -c "import json,sys; print(next(json.loads(l)['loss'] for l in open(sys.argv[1]) if 'loss' in l))" "$1"; }
+"$build/train_gpt" "${tiny[@]}" --steps 1 --log "$tmp/gpu1.jsonl" >/dev/null 2>&1
+"$build/train_gpt_cpu" "${tiny[@]}" --steps 1 --log "$tmp/cpu1.jsonl" >/dev/null 2>&1
+same_first_loss() {
+    local gpu cpu
+    gpu=$(first_loss "$tmp/gpu1.jsonl") && cpu=$(first_loss "$tmp/cpu1.jsonl") &&
+        echo "     first loss: train_gpt $gpu, train_gpt_cpu $cpu" &&
+        python3 -c "import sys; g, c = map(float, sys.argv[1:]); sys.exit(abs(g - c) > 1e-2 * abs(c))" "$gpu" "$cpu"
+}
+check "train_gpt's first loss matches train_gpt_cpu's" same_first_loss
+
+"$build/train_gpt" "${tiny[@]}" --steps 6 --save-every 3 --sample-every 2 --out "$tmp/a" --log "$tmp/a.jsonl" >/dev/null 2>&1
+"$build/train_gpt" --resume "$tmp/a/ckpt_00000003" --out "$tmp/b" --log "$tmp/b.jsonl" >/dev/null 2>&1
+steps_4_to_6() {  # the log lines of steps 4..6 without their timings
+    python3 -c "
+import json, sys
+for line in open(sys.argv[1]):
+    j = json.loads(line)
+    if 4 <= j['step'] <= 6:
+        for key in ('ms', 'tokens_per_s', 'mfu', 'gpu_memory_peak_bytes'):
+            j.pop(key, None)
+        print(json.dumps(j, sort_keys=True))" "$1"
+}
+resumes_bit_exactly() {
+    cmp -s "$tmp/a/ckpt_00000006/model.bin" "$tmp/b/ckpt_00000006/model.bin" &&
+        cmp -s "$tmp/a/ckpt_00000006/state.bin" "$tmp/b/ckpt_00000006/state.bin" &&
+        [ "$(steps_4_to_6 "$tmp/b.jsonl" | grep -c '"sample"')" -eq 2 ] &&
+        [ "$(steps_4_to_6 "$tmp/a.jsonl")" = "$(steps_4_to_6 "$tmp/b.jsonl")" ]
+}
+check "train_gpt --resume continues bit-exactly (with --sample-every)" resumes_bit_exactly
+cpu_continues() { "$build/train_gpt_cpu" --resume "$tmp/a/ckpt_00000006" --steps 7 --out "$tmp/a" >/dev/null 2>&1; }
+check "train_gpt_cpu continues a train_gpt checkpoint" cpu_continues
 exit $status
