@@ -45,8 +45,8 @@
 //                          into the block's per-distance sums in shared memory. Writes dq (+=, unrotated)
 //                          and the block's partial sums of db and dtau.
 //   flash_key_kernel       one block per (key tile, b, h), looping over the query tiles at and after it:
-//                          S, G, a and dS per tile, dV += A^T dO and dK += dS^T Q with accumulators in
-//                          shared memory. Writes dk (+=, unrotated) and dv (+=).
+//                          S, G, a and dS per tile, dV += A^T dO and dK += dS^T Q, dK and dV held in
+//                          registers (wmma fragments) across the loop. Writes dk (+=, unrotated), dv (+=).
 //   parameter_gradients_kernel (attention.cuh) adds the partials of db and dtau over (b, query tile) in
 //                          order and applies dtheta = sign(theta + 1) dtau.
 // Every output element has one writer and every sum a fixed order (tile loops in order, fixed wmma
@@ -84,8 +84,8 @@ struct FlashTiles {
     static constexpr size_t FORWARD_BYTES = 3 * HEAD_BYTES + SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
     // q, dO, k, v tiles, scores, g, dS, dq; then the bias gradient by distance (dynamic)
     static constexpr size_t QUERY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
-    // k, v, q, dO tiles, scores, g, a, dS, dk, dv
-    static constexpr size_t KEY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + 2 * WEIGHT_BYTES + 2 * ACC_BYTES;
+    // k, v, q, dO tiles, scores, g, a, dS (dk and dv stay in registers)
+    static constexpr size_t KEY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + 2 * WEIGHT_BYTES;
 };
 
 // Hands out consecutive pieces of the dynamic shared memory, each a multiple of 128 bytes.
@@ -127,41 +127,92 @@ __device__ constexpr size_t element_at(int r, int c, int ld) {
     return std::is_same_v<Layout, nvcuda::wmma::row_major> ? size_t(r) * ld + c : size_t(c) * ld + r;
 }
 
-// C = A B, or C += A B with accumulate, for tiles in shared memory: A is M x K and B is K x N, each in
-// LayoutA / LayoutB (wmma::row_major or wmma::col_major, so a transposed operand is read in place), C is
-// M x N floats, row-major. bf16 build: tensor cores, the 16 x 16 blocks of C dealt to the warps round
-// robin, each summed over K in order; fp32 build: one thread per element of C at a time, K in order.
-// The operands must be ready (a barrier after they were written); ends with a barrier, so C is ready.
-template <int M, int N, int K, typename LayoutA, typename LayoutB>
-__device__ void tile_product(float* C, int ldc, const floatX* A, int lda, const floatX* B, int ldb, bool accumulate) {
-    static_assert(M % 16 == 0 && N % 16 == 0 && K % 16 == 0, "tiles are whole 16 x 16 blocks");
-    if constexpr (std::is_same_v<floatX, __nv_bfloat16>) {
+// An M x N tile of float sums of products, held in registers across products. Operands A (M x K) and B
+// (K x N) are floatX tiles in shared memory, each in LayoutA / LayoutB (wmma::row_major or
+// wmma::col_major: a transposed operand is read in place); load/store move the tile from/to a row-major
+// float tile in shared memory. Every sum runs over K in order, tile after tile.
+#ifdef FOCUS_FP32
+// fp32 build (the precise check of the math): plain FMA, thread x holding elements x + n FLASH_THREADS.
+template <int M, int N>
+struct AccumulatorTile {
+    static_assert(M * N % FLASH_THREADS == 0, "whole elements per thread");
+    static constexpr int COUNT = M * N / FLASH_THREADS;
+    float value[COUNT];
+
+    __device__ static int row(int n) { return (threadIdx.x + n * FLASH_THREADS) / N; }
+    __device__ static int column(int n) { return (threadIdx.x + n * FLASH_THREADS) % N; }
+    __device__ void zero() {
+        for (int n = 0; n < COUNT; n++) value[n] = 0.0f;
+    }
+    __device__ void load(const float* C, int ldc) {
+        for (int n = 0; n < COUNT; n++) value[n] = C[row(n) * ldc + column(n)];
+    }
+    __device__ void store(float* C, int ldc) const {
+        for (int n = 0; n < COUNT; n++) C[row(n) * ldc + column(n)] = value[n];
+    }
+    template <int K, typename LayoutA, typename LayoutB>
+    __device__ void add_product(const floatX* A, int lda, const floatX* B, int ldb) {
+        for (int n = 0; n < COUNT; n++)
+            for (int k = 0; k < K; k++)
+                value[n] += A[element_at<LayoutA>(row(n), k, lda)] * B[element_at<LayoutB>(k, column(n), ldb)];
+    }
+};
+#else
+// bf16 build: tensor cores (wmma 16 x 16 x 16, bf16 operands, fp32 accumulation), the 16 x 16 blocks of
+// the tile dealt to the warps round robin: warp w holds blocks w, w + WARPS, ...
+template <int M, int N>
+struct AccumulatorTile {
+    static constexpr int WARPS = FLASH_THREADS / WARP_SIZE, BLOCKS = (M / 16) * (N / 16);
+    static_assert(M % 16 == 0 && N % 16 == 0 && BLOCKS % WARPS == 0, "whole 16 x 16 blocks, as many per warp");
+    static constexpr int COUNT = BLOCKS / WARPS;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> value[COUNT];
+
+    __device__ static int row(int n) { return (int(threadIdx.x) / WARP_SIZE + n * WARPS) / (N / 16) * 16; }
+    __device__ static int column(int n) { return (int(threadIdx.x) / WARP_SIZE + n * WARPS) % (N / 16) * 16; }
+    __device__ void zero() {
+#pragma unroll
+        for (int n = 0; n < COUNT; n++) nvcuda::wmma::fill_fragment(value[n], 0.0f);
+    }
+    __device__ void load(const float* C, int ldc) {
+#pragma unroll
+        for (int n = 0; n < COUNT; n++)
+            nvcuda::wmma::load_matrix_sync(value[n], C + row(n) * ldc + column(n), ldc, nvcuda::wmma::mem_row_major);
+    }
+    __device__ void store(float* C, int ldc) const {
+#pragma unroll
+        for (int n = 0; n < COUNT; n++)
+            nvcuda::wmma::store_matrix_sync(C + row(n) * ldc + column(n), value[n], ldc, nvcuda::wmma::mem_row_major);
+    }
+    template <int K, typename LayoutA, typename LayoutB>
+    __device__ void add_product(const floatX* A, int lda, const floatX* B, int ldb) {
+        static_assert(K % 16 == 0, "whole 16 x 16 blocks");
         namespace wmma = nvcuda::wmma;
-        for (int block = threadIdx.x / WARP_SIZE; block < (M / 16) * (N / 16); block += FLASH_THREADS / WARP_SIZE) {
-            const int r = block / (N / 16) * 16, c = block % (N / 16) * 16;
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> sum;
-            if (accumulate)
-                wmma::load_matrix_sync(sum, C + size_t(r) * ldc + c, ldc, wmma::mem_row_major);
-            else
-                wmma::fill_fragment(sum, 0.0f);
+#pragma unroll
+        for (int n = 0; n < COUNT; n++) {
             for (int k = 0; k < K; k += 16) {
                 wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> a;
                 wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b;
-                wmma::load_matrix_sync(a, A + element_at<LayoutA>(r, k, lda), lda);
-                wmma::load_matrix_sync(b, B + element_at<LayoutB>(k, c, ldb), ldb);
-                wmma::mma_sync(sum, a, b, sum);
+                wmma::load_matrix_sync(a, A + element_at<LayoutA>(row(n), k, lda), lda);
+                wmma::load_matrix_sync(b, B + element_at<LayoutB>(k, column(n), ldb), ldb);
+                wmma::mma_sync(value[n], a, b, value[n]);
             }
-            wmma::store_matrix_sync(C + size_t(r) * ldc + c, sum, ldc, wmma::mem_row_major);
-        }
-    } else {
-        for (int e = threadIdx.x; e < M * N; e += FLASH_THREADS) {
-            const int r = e / N, c = e % N;
-            float sum = accumulate ? C[size_t(r) * ldc + c] : 0.0f;
-            for (int k = 0; k < K; k++)
-                sum += float(A[element_at<LayoutA>(r, k, lda)]) * float(B[element_at<LayoutB>(k, c, ldb)]);
-            C[size_t(r) * ldc + c] = sum;
         }
     }
+};
+#endif
+
+// C = A B, or C += A B with accumulate, for tiles in shared memory (C: M x N floats, row-major), through
+// an AccumulatorTile. The operands must be ready (a barrier after they were written); ends with a
+// barrier, so C is ready for every thread.
+template <int M, int N, int K, typename LayoutA, typename LayoutB>
+__device__ void tile_product(float* C, int ldc, const floatX* A, int lda, const floatX* B, int ldb, bool accumulate) {
+    AccumulatorTile<M, N> sum;
+    if (accumulate)
+        sum.load(C, ldc);
+    else
+        sum.zero();
+    sum.template add_product<K, LayoutA, LayoutB>(A, lda, B, ldb);
+    sum.store(C, ldc);
     __syncthreads();
 }
 
@@ -265,9 +316,10 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) o_acc[e] = 0.0f;
 
     // S = Q K^T of key tile k0 into `scores`, then the final scores (mask, scale, bias) of this thread's
-    // elements in place.
-    auto scores_of_tile = [&](int k0) {
+    // elements in place; loads the tile's v alongside k when the pass needs it.
+    auto scores_of_tile = [&](int k0, bool load_values) {
         load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
+        if (load_values) load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
         __syncthreads();
         tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
                                                          Tiles::HEAD_PITCH, false);
@@ -275,10 +327,8 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
         for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
             s_row[c] = flash::masked_score(s_row[c], scale, t, k0 + c, L.T, bias_h, W);
     };
-    // O += weights V for key tile k0 (the weights written by every thread before the call)
-    auto accumulate_values = [&](int k0) {
-        load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
-        __syncthreads();
+    // O += weights V (call after a barrier that follows the weights' writes)
+    auto add_weighted_values = [&] {
         tile_product<TILE, HS, TILE, RowMajor, RowMajor>(o_acc, Tiles::ACC_PITCH, weights, Tiles::WEIGHT_PITCH, v_tile,
                                                          Tiles::HEAD_PITCH, true);
     };
@@ -286,7 +336,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     // the running maximum and sum (pass 1 of elastic; the whole forward of softmax)
     float running_max = -INFINITY, running_sum = 0.0f;
     for (int k0 = 0; k0 <= q0; k0 += TILE) {
-        scores_of_tile(k0);
+        scores_of_tile(k0, !ELASTIC);
         const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
         float tile_max = -INFINITY;
         for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) tile_max = fmaxf(tile_max, s_row[c]);
@@ -302,14 +352,15 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
         running_max = new_max;
         if constexpr (!ELASTIC) {
             for (int d = slice.first; d < HS; d += Slice::ROW_THREADS) o_row[d] *= rescale;
-            accumulate_values(k0);
+            __syncthreads();
+            add_weighted_values();
         }
     }
 
     if constexpr (ELASTIC) {  // pass 2: o = sum_j max(0, p - c) v_j with the row's final maximum and sum
         const float cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
-            scores_of_tile(k0);
+            scores_of_tile(k0, true);
             const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
             bool any_weight = false;
             for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
@@ -317,7 +368,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
                 weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(a);
                 any_weight |= a > 0.0f;
             }
-            if (__syncthreads_or(any_weight)) accumulate_values(k0);
+            if (__syncthreads_or(any_weight)) add_weighted_values();
         }
     }
     __syncthreads();  // o_acc complete
@@ -469,8 +520,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     float* grads = arrays.take<float>(Tiles::SCORE_BYTES);
     floatX* weights = arrays.take<floatX>(Tiles::WEIGHT_BYTES);  // a
     floatX* dscores = arrays.take<floatX>(Tiles::WEIGHT_BYTES);
-    float* dk_acc = arrays.take<float>(Tiles::ACC_BYTES);
-    float* dv_acc = arrays.take<float>(Tiles::ACC_BYTES);
+    AccumulatorTile<TILE, HS> dk, dv;  // in registers for the whole loop, unscaled dK
 
     const DeviceAttentionLayout& L = args.L;
     const int query_tiles = gridDim.x;  // as many as key tiles
@@ -485,7 +535,8 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
 
     load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
     load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
-    for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) dk_acc[e] = dv_acc[e] = 0.0f;
+    dk.zero();
+    dv.zero();
 
     for (int query_tile = key_tile; query_tile < query_tiles; query_tile++) {
         const int q0 = query_tile * TILE, t = q0 + slice.row;
@@ -512,14 +563,20 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
         }
         __syncthreads();
         // dV += A^T dO and dK += dS^T Q: the [query, key] weight tiles read transposed (column-major)
-        tile_product<TILE, HS, TILE, ColMajor, RowMajor>(dv_acc, Tiles::ACC_PITCH, weights, Tiles::WEIGHT_PITCH,
-                                                         dout_tile, Tiles::HEAD_PITCH, true);
-        tile_product<TILE, HS, TILE, ColMajor, RowMajor>(dk_acc, Tiles::ACC_PITCH, dscores, Tiles::WEIGHT_PITCH, q_tile,
-                                                         Tiles::HEAD_PITCH, true);
+        dv.template add_product<TILE, ColMajor, RowMajor>(weights, Tiles::WEIGHT_PITCH, dout_tile, Tiles::HEAD_PITCH);
+        dk.template add_product<TILE, ColMajor, RowMajor>(dscores, Tiles::WEIGHT_PITCH, q_tile, Tiles::HEAD_PITCH);
+        __syncthreads();  // before the next query tile overwrites q, dO, a and dS
     }
 
-    add_head_tile<HS, TILE>(dqkv + L.v(b, 0, h), qkv_stride, dv_acc, 1.0f, k0, L.T, nullptr);
-    add_head_tile<HS, TILE>(dqkv + L.k(b, 0, h), qkv_stride, dk_acc, scale, k0, L.T, args.cos_sin);
+    // dk and dv out through shared memory, in the k, v tiles and the q, dO tiles, which are free now
+    static_assert(2 * Tiles::HEAD_BYTES >= Tiles::ACC_BYTES, "two head tiles hold an accumulator tile");
+    float* dv_tile = reinterpret_cast<float*>(k_tile);
+    float* dk_tile = reinterpret_cast<float*>(q_tile);
+    dv.store(dv_tile, Tiles::ACC_PITCH);
+    dk.store(dk_tile, Tiles::ACC_PITCH);
+    __syncthreads();
+    add_head_tile<HS, TILE>(dqkv + L.v(b, 0, h), qkv_stride, dv_tile, 1.0f, k0, L.T, nullptr);
+    add_head_tile<HS, TILE>(dqkv + L.k(b, 0, h), qkv_stride, dk_tile, scale, k0, L.T, args.cos_sin);
 }
 
 // ---- the interface --------------------------------------------------------------------------------
