@@ -179,7 +179,6 @@ inline ProcessGroup process_group(const DistributedFlags& flags, const Environme
         group.launcher = launcher->name;
         group.rank = environment_number(env, launcher->rank);
         group.world_size = environment_number(env, launcher->world_size);
-        group.local_rank = env.count(launcher->local_rank) ? environment_number(env, launcher->local_rank) : group.rank;
     } else {
         // Without a launcher, one flag alone would leave the other to a guess.
         check((flags.rank < 0) == (flags.world_size < 0),
@@ -190,13 +189,15 @@ inline ProcessGroup process_group(const DistributedFlags& flags, const Environme
     if (flags.rank >= 0) group.rank = flags.rank;
     if (flags.world_size >= 0) group.world_size = flags.world_size;
     if (flags.local_rank >= 0) group.local_rank = flags.local_rank;
-    else if (!launcher || !env.count(launcher->local_rank)) group.local_rank = group.rank;  // one node
+    else if (launcher && env.count(launcher->local_rank)) group.local_rank = environment_number(env, launcher->local_rank);
+    else group.local_rank = group.rank;  // nothing says otherwise: one node
 
     check(group.world_size >= 1, format("world size %d: must be at least 1 (%s)", group.world_size, group.launcher.c_str()));
     check(group.rank < group.world_size,
           format("rank %d outside world size %d (%s)", group.rank, group.world_size, group.launcher.c_str()));
     check(group.local_rank <= group.rank,
-          format("local rank %d above rank %d: each node's GPUs hold consecutive ranks", group.local_rank, group.rank));
+          format("local rank %d above rank %d: a node cannot hold more ranks than there are", group.local_rank,
+                 group.rank));
 
     if (!flags.init.empty()) {
         group.init = parse_init_method(flags.init);
@@ -383,13 +384,15 @@ inline void publish_unique_id_tcp(const ProcessGroup& group, const IdMessage& me
                      timeout_seconds, missing_ranks(served).c_str(), port));
         Socket connection(accept(listener.fd(), nullptr, nullptr));
         if (connection.fd() < 0) continue;  // the connecting rank gave up meanwhile; it will retry
+        // A connection that sends nothing (a port scanner) holds up the others for a few seconds at most.
+        const auto request_deadline = std::min(deadline, deadline_after(5.0));
         IdMessage request;
-        if (!transfer_all(connection.fd(), &request, sizeof request, false, deadline).empty() ||
+        if (!transfer_all(connection.fd(), &request, sizeof request, false, request_deadline).empty() ||
             request.magic != IdMessage::MAGIC)
             continue;  // not one of ours (or it went away): keep listening
         // Answer before judging the request, so that a rank with another world size stops with the same message.
         IdMessage answer = message;
-        transfer_all(connection.fd(), &answer, sizeof answer, true, deadline);
+        transfer_all(connection.fd(), &answer, sizeof answer, true, request_deadline);
         check_message(request, group, format("rank %u", request.rank));
         const bool in_range = request.rank >= 1 && request.rank < uint32_t(group.world_size);
         check(in_range && !served[request.rank], format("rank 0: a process on port %d claims rank %u, which is %s", port,
@@ -459,6 +462,7 @@ inline UniqueId fetch_unique_id_tcp(const ProcessGroup& group, double timeout_se
 // Rank 0 returns only once every rank has the id.
 inline UniqueId share_unique_id(const ProcessGroup& group, const std::function<UniqueId()>& make_id,
                                 double timeout_seconds) {
+    if (group.world_size == 1) return make_id();  // nobody to tell (even if MASTER_ADDR happens to be set)
     if (group.rank == 0) {
         IdMessage message;
         message.world_size = uint32_t(group.world_size);

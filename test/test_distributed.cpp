@@ -6,7 +6,8 @@
 //    rank running the trainer's per-tensor loop, also across a checkpoint saved on N ranks and resumed
 //    on M; re-sharding N -> M round trips for parameter counts that do not divide;
 //  - the process group from flags and each launcher's environment, with clear errors for bad input;
-//  - NCCL's id shared over file: and tcp: between threads, and the timeout errors when a rank is missing;
+//  - NCCL's id shared over file: and tcp: between threads (a stranger on the port is ignored), and the
+//    timeout errors when a rank is missing or the world sizes disagree;
 //  - scripts/launch_single_node.sh: the environment each rank gets, and a failed rank ending the job.
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -441,7 +442,7 @@ TEST_CASE("process group: conflicts and bad values give clear errors") {
     CHECK_THROWS_WITH(process_group(none, {{"RANK", "4"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}}),
                       "rank 4 outside world size 4 (torchrun-style)");
     CHECK_THROWS_WITH(process_group(none, {{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "2"}}),
-                      "local rank 2 above rank 1: each node's GPUs hold consecutive ranks");
+                      "local rank 2 above rank 1: a node cannot hold more ranks than there are");
     CHECK_THROWS_WITH(process_group(none, {{"RANK", "1"}, {"WORLD_SIZE", "4"}}),
                       "world size 4 needs --dist-init file:PATH or tcp:HOST:PORT (or MASTER_ADDR and MASTER_PORT in the "
                       "environment) so the ranks can find each other");
@@ -504,7 +505,30 @@ TEST_CASE("NCCL's id is shared over file: and tcp:") {
     for (int r = 1; r < 4; r++) CHECK_FALSE(std::filesystem::exists(ack_path(path, r)));
 
     ProcessGroup single;
-    CHECK(share_unique_id(single, expected_id, 1.0) == expected_id());  // one process: no exchange
+    single.init = parse_init_method("tcp:127.0.0.1:1");  // e.g. MASTER_ADDR left set: never used alone
+    CHECK(share_unique_id(single, expected_id, 1.0) == expected_id());
+}
+
+TEST_CASE("tcp: rank 0 ignores a connection that is not a rank") {
+    const std::vector<ProcessGroup> groups = groups_for(format("tcp:127.0.0.1:%d", free_port()), 2, {0, 1});
+    std::string rank0_error;
+    std::thread rank0([&] {
+        try {
+            share_unique_id(groups[0], expected_id, 5.0);
+        } catch (const Error& e) {
+            rank0_error = e.what();
+        }
+    });
+    {  // a stranger connects, says something else and leaves
+        std::string last_error;
+        Socket stranger = connect_with_retry(groups[0].init, deadline_after(5.0), last_error);
+        REQUIRE(stranger.fd() >= 0);
+        const char hello[] = "GET / HTTP/1.0\r\n\r\n";
+        REQUIRE(send(stranger.fd(), hello, sizeof hello, MSG_NOSIGNAL) == ssize_t(sizeof hello));
+    }
+    CHECK(share_unique_id(groups[1], [] { return UniqueId{}; }, 5.0) == expected_id());
+    rank0.join();
+    CHECK(rank0_error == "");
 }
 
 TEST_CASE("a missing rank ends the exchange with a timeout error, never a hang") {
