@@ -140,4 +140,12 @@ $(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl
 
+# On a GPU machine: the NCCL path of data-parallel training on one rank, then over every GPU of this node
+# (each collective's result checked, then timed; see dev/DISTRIBUTED.md).
+.PHONY: distributed-check
+distributed-check: $(BUILD)/bench_allreduce
+	./$(BUILD)/bench_allreduce --require-gpu
+	@gpus=$$(nvidia-smi -L 2>/dev/null | wc -l); if [ "$$gpus" -gt 1 ]; then \
+	  bash scripts/launch_single_node.sh $$gpus ./$(BUILD)/bench_allreduce --require-gpu; fi
+
 -include $(wildcard $(BUILD)/test/*.d $(BUILD)/*.d)

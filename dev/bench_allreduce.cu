@@ -91,7 +91,7 @@ static int run(int argc, char** argv) {
     }
     int devices = 0;
     if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-        std::printf("bench_allreduce: no CUDA device: skipped\n");
+        std::printf("bench_allreduce: no CUDA device: %s\n", require_gpu ? "failed (--require-gpu)" : "skipped");
         return require_gpu ? 1 : 0;
     }
     const ProcessGroup group = process_group(flags, launcher_environment());
