@@ -1,5 +1,6 @@
 // Tests of the CPU side of data-parallel training (layers/distributed.h), with ranks simulated in one
 // process:
+//  - N ranks reading their part of a batch average to the gradient one rank accumulates over N micro-batches;
 //  - the ZeRO-1 shard layout: equal aligned shards that cover every parameter exactly once, and
 //    segments that carry their tensor's learning-rate multiplier and weight-decay flag;
 //  - N simulated ranks (reduce-scatter, AdamW on the own shard, all-gather) end bit-identical to one
@@ -23,6 +24,7 @@
 #include <doctest/doctest.h>
 
 #include "../data/checkpoint.h"
+#include "../data/dataloader.h"
 #include "../layers/distributed.h"
 
 using namespace focus;
@@ -193,6 +195,48 @@ UniqueId expected_id() {
 }
 
 }  // namespace
+
+TEST_CASE("N ranks with one micro-batch each average to one rank's gradient over N micro-batches") {
+    // The data loader hands rank r of N the samples one rank reads in its micro-batch r, so with the same
+    // --total-batch the optimizer sees the same gradient on any number of GPUs (here in double: exactly
+    // up to rounding; on the GPU the bf16 sums differ in order).
+    GPTConfig config = small_config();
+    const int B = 2, T = 8, N = 3;
+    Rng rng(5);
+    std::vector<uint16_t> tokens(4000);
+    for (uint16_t& t : tokens) t = uint16_t(rng.below(config.vocab_size));
+    TokenData data("random tokens", config.vocab_size);
+    data.add_tokens(tokens, "random tokens");
+    GPT<double> model(config);
+    model.init(3);
+    std::vector<int> inputs(B * T), targets(B * T);
+
+    DataLoader one_rank(data, B, T, /*seed=*/17, /*shuffle=*/true);
+    model.zero_grad();
+    for (int micro = 0; micro < N; micro++) {
+        one_rank.next_batch(inputs.data(), targets.data());
+        model.forward(inputs.data(), targets.data(), B, T);
+        model.backward(1.0 / N);
+    }
+    const std::vector<double> accumulated = model.grads;
+
+    std::vector<double> averaged(accumulated.size(), 0.0);
+    for (int rank = 0; rank < N; rank++) {
+        DataLoader loader(data, B, T, /*seed=*/17, /*shuffle=*/true, rank, N);
+        loader.next_batch(inputs.data(), targets.data());
+        model.zero_grad();
+        model.forward(inputs.data(), targets.data(), B, T);
+        model.backward(1.0);
+        for (size_t i = 0; i < averaged.size(); i++) averaged[i] += model.grads[i] / N;
+    }
+    double largest = 0, difference = 0;
+    for (size_t i = 0; i < averaged.size(); i++) {
+        largest = std::max(largest, std::fabs(accumulated[i]));
+        difference = std::max(difference, std::fabs(averaged[i] - accumulated[i]));
+    }
+    CHECK(largest > 0);
+    CHECK(difference <= 1e-12 * largest);
+}
 
 TEST_CASE("shard layout: equal aligned shards that cover every parameter once") {
     for (size_t count : {size_t(0), size_t(1), size_t(127), size_t(128), size_t(1001), size_t(124475904)}) {
