@@ -8,6 +8,9 @@
 //             residual3 = residual2 + fcproj fused with the next LayerNorm (the next layer's ln1, or lnf);
 //             logits = lnf @ wte^T; losses = cross-entropy (float, [B, T], copied to the host).
 //   backward  gpt.h's backward, kernel for kernel; dlogits overwrite the logits in place.
+//   attention the fused kernels of attention/flash_attention.cuh where they apply (softmax and elastic,
+//             head size 32, 64 or 128), the straightforward ones of attention/attention.cuh otherwise;
+//             both through one dispatch (attention_forward/backward below).
 //   update    AdamW per tensor of the layout (the trainer's rule: theta and bias at lr * lr_attn_mult,
 //             decay on matrices and embeddings only), on fp32 master weights.
 // Memory, all on the device, one allocation per buffer:
@@ -16,8 +19,10 @@
 //   activations one buffer per kind, [L, ...] for the per-layer ones (layer l's slice at l * its size for
 //               the current B, T), sized for the largest B * T (and B * T * T for probs) seen so far:
 //               ln1, ln2, atty, residual2, residual3 [L, N, C]; LayerNorm mean/rstd [L, N] (float);
-//               qkv, qkv_rot [L, N, 3C]; fch (pre-GELU), fch_gelu [L, N, 4C]; probs [L, B, NH, T, T]
-//               (float); and once: encoded, a branch output (attproj, then fcproj), lnf [N, C];
+//               qkv [L, N, 3C]; fch (pre-GELU), fch_gelu [L, N, 4C]; what the attention backward reads:
+//               the fused kernels' row state [L, B, NH, T, 2] (float), or else qkv_rot [L, N, 3C] and
+//               probs [L, B, NH, T, T] (float); and once: encoded, a branch output (attproj, then
+//               fcproj), lnf [N, C];
 //               logits [N, Vp]; losses [N] (float); tokens, targets, predictions [N] (int).
 //   gradients   one layer's scratch, reused on the way down: dresidual, dln, datty [N, C], dqkv [N, 3C],
 //               dfch, dfch_gelu [N, 4C].
@@ -29,6 +34,7 @@
 #include <vector>
 
 #include "../attention/attention.cuh"
+#include "../attention/flash_attention.cuh"
 #include "adamw.cuh"
 #include "crossentropy.cuh"
 #include "encoder.cuh"
@@ -61,6 +67,7 @@ class GPT {
 public:
     explicit GPT(const GPTConfig& config) : config_(config), layout_(parameter_layout(config)) {
         validate(config_);
+        flash_ = flash_attention_supports(config_.attention, config_.head_size());
         CUDA_CHECK(cudaStreamCreate(&stream_));
         const size_t P = parameter_count(layout_);
         const char* advice = "the model does not fit this GPU";
@@ -298,12 +305,12 @@ public:
 private:
     struct LayerActs {
         floatX *ln1, *qkv, *qkv_rot, *atty, *residual2, *ln2, *fch, *fch_gelu, *residual3;
-        float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *probs;
+        float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd, *probs, *row_state;
     };
     struct Activations {
         DeviceBuffer<floatX> encoded, ln1, qkv, qkv_rot, atty, branch, residual2, ln2, fch, fch_gelu, residual3;
         DeviceBuffer<floatX> lnf, logits;
-        DeviceBuffer<float> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, probs, lnf_mean, lnf_rstd, losses;
+        DeviceBuffer<float> ln1_mean, ln1_rstd, ln2_mean, ln2_rstd, probs, row_state, lnf_mean, lnf_rstd, losses;
         DeviceBuffer<int> tokens, targets, predictions;
     };
     struct GradScratch {
@@ -327,7 +334,6 @@ private:
         floats(a.encoded, "encoded", N * C);
         floats(a.ln1, "ln1", L * N * C);
         floats(a.qkv, "qkv", L * N * 3 * C);
-        floats(a.qkv_rot, "qkv_rot", L * N * 3 * C);
         floats(a.atty, "atty", L * N * C);
         floats(a.branch, "branch", N * C);
         floats(a.residual2, "residual2", L * N * C);
@@ -341,7 +347,12 @@ private:
         stats(a.ln1_rstd, "ln1_rstd", L * N);
         stats(a.ln2_mean, "ln2_mean", L * N);
         stats(a.ln2_rstd, "ln2_rstd", L * N);
-        stats(a.probs, "probs", L * NH * capacity_.score_rows);
+        if (flash_) {
+            stats(a.row_state, "row_state", L * 2 * NH * N);
+        } else {
+            floats(a.qkv_rot, "qkv_rot", L * N * 3 * C);
+            stats(a.probs, "probs", L * NH * capacity_.score_rows);
+        }
         stats(a.lnf_mean, "lnf_mean", N);
         stats(a.lnf_rstd, "lnf_rstd", N);
         stats(a.losses, "losses", N);
@@ -357,28 +368,41 @@ private:
         floats(d.dfch_gelu, "dfch_gelu", N * 4 * C);
     }
 
-    // Layer l's slices for the current B, T.
+    // Layer l's slices for the current B, T (nullptr for the attention buffers the dispatch does not use).
     LayerActs layer(int l) const {
         const size_t N = size_t(B_) * T_, C = config_.channels, NH = config_.num_heads;
         const Activations& a = acts_;
-        return {a.ln1.data() + l * N * C,       a.qkv.data() + l * N * 3 * C,      a.qkv_rot.data() + l * N * 3 * C,
+        auto slice = [l](const auto& buffer, size_t layer_size) {
+            return buffer.size() ? buffer.data() + l * layer_size : nullptr;
+        };
+        return {a.ln1.data() + l * N * C,       a.qkv.data() + l * N * 3 * C,      slice(a.qkv_rot, N * 3 * C),
                 a.atty.data() + l * N * C,      a.residual2.data() + l * N * C,    a.ln2.data() + l * N * C,
                 a.fch.data() + l * N * 4 * C,   a.fch_gelu.data() + l * N * 4 * C, a.residual3.data() + l * N * C,
                 a.ln1_mean.data() + l * N,      a.ln1_rstd.data() + l * N,         a.ln2_mean.data() + l * N,
-                a.ln2_rstd.data() + l * N,      a.probs.data() + l * NH * N * T_};
+                a.ln2_rstd.data() + l * N,      slice(a.probs, NH * N * T_),       slice(a.row_state, 2 * NH * N)};
     }
 
-    // The one place the model calls attention (a fused kernel plugs in here).
+    // The one place the model calls attention: the fused kernels where they apply, else the straightforward ones.
     void attention_forward(int l, const ParameterTensors<floatX>& p) {
         const LayerActs x = layer(l);
-        gpu::attention_forward(config_.attention, x.atty, x.probs, x.qkv_rot, x.qkv, theta(p.theta, l), bias(p.bias, l),
-                               B_, T_, config_.channels, config_.num_heads, stream_);
+        const int C = config_.channels, NH = config_.num_heads;
+        if (flash_)
+            flash_attention_forward(config_.attention, x.atty, x.row_state, x.qkv, theta(p.theta, l), bias(p.bias, l),
+                                    B_, T_, C, NH, stream_);
+        else
+            gpu::attention_forward(config_.attention, x.atty, x.probs, x.qkv_rot, x.qkv, theta(p.theta, l),
+                                   bias(p.bias, l), B_, T_, C, NH, stream_);
     }
     void attention_backward(int l, const ParameterTensors<floatX>& p, const ParameterTensors<floatX>& g) {
         const LayerActs x = layer(l);
-        gpu::attention_backward(config_.attention, scratch_.dqkv.data(), theta(g.theta, l), bias(g.bias, l),
-                                scratch_.datty.data(), x.probs, x.qkv_rot, theta(p.theta, l), bias(p.bias, l), B_, T_,
-                                config_.channels, config_.num_heads, stream_);
+        const int C = config_.channels, NH = config_.num_heads;
+        floatX *dqkv = scratch_.dqkv.data(), *datty = scratch_.datty.data();
+        if (flash_)
+            flash_attention_backward(config_.attention, dqkv, theta(g.theta, l), bias(g.bias, l), datty, x.atty,
+                                     x.row_state, x.qkv, theta(p.theta, l), bias(p.bias, l), B_, T_, C, NH, stream_);
+        else
+            gpu::attention_backward(config_.attention, dqkv, theta(g.theta, l), bias(g.bias, l), datty, x.probs,
+                                    x.qkv_rot, theta(p.theta, l), bias(p.bias, l), B_, T_, C, NH, stream_);
     }
 
     // Layer l's slice of the Lazy-Attention tensors (nullptr when the model has none).
@@ -393,6 +417,7 @@ private:
 
     GPTConfig config_;
     std::vector<ParamTensor> layout_;
+    bool flash_ = false;  // attention by the fused kernels
     cudaStream_t stream_ = nullptr;
     DeviceBuffer<float> master_, m_, v_, norm_;
     DeviceBuffer<floatX> params_, grads_;

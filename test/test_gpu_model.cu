@@ -1,8 +1,10 @@
 // test_gpu_model.cu: one whole training step of the GPU model (layers/gpt.cuh) against the CPU model
 // (layers/gpt.h) run in double, for every attention kind x {learned, rope} x {no bias, a bias window}.
 //
-// Model: 2 layers, 4 heads, 64 channels, vocabulary 100 (padded to 128), B = 2, T = 33 (no multiple of
-// any block size), GPT-2's initialisation; targets with a -1 at every fifth position. Both sides start
+// Model: 2 layers, 4 heads of size 16, 64 channels, vocabulary 100 (padded to 128), B = 2, T = 33 (no
+// multiple of any block size), GPT-2's initialisation; targets with a -1 at every fifth position. Head
+// size 16 sends every kind to attention.cuh's kernels; softmax and elastic run once more with 2 heads of
+// size 32, which the model sends to the fused kernels (flash_attention.cuh). Both sides start
 // from the same parameters: the GPU's master weights are the initial floats, and the CPU reads them
 // rounded to floatX, as the GPU's kernels do. Checked, each tensor as max |gpu - cpu| / max |cpu|
 // (gpu_check.h):
@@ -46,13 +48,13 @@ bool selects_keys(focus::AttentionKind kind) {
 }
 double gradient_tolerance(focus::AttentionKind kind) { return FP32_BUILD ? 1e-3 : selects_keys(kind) ? 3e-1 : 1e-1; }
 
-focus::GPTConfig small_config(focus::AttentionKind kind, focus::PositionKind position, bool bias) {
+focus::GPTConfig small_config(focus::AttentionKind kind, focus::PositionKind position, bool bias, int heads) {
     focus::GPTConfig c;
     c.max_seq_len = 33;
     c.vocab_size = 100;
     c.padded_vocab_size = focus::padded_vocab(c.vocab_size);
     c.num_layers = 2;
-    c.num_heads = 4;
+    c.num_heads = heads;
     c.channels = 64;
     c.attention.kind = kind;
     c.attention.position = position;
@@ -74,8 +76,8 @@ Vector slice(const std::vector<double>& all, const focus::ParamTensor& t) {
 
 void test_training_step(const focus::GPTConfig& config) {
     const focus::AttentionConfig& a = config.attention;
-    const std::string shape = format("%s k=%d %s W=%d", focus::to_string(a.kind), a.k, focus::to_string(a.position),
-                                     a.bias_window);
+    const std::string shape = format("%s k=%d %s W=%d hs=%d", focus::to_string(a.kind), a.k,
+                                     focus::to_string(a.position), a.bias_window, config.head_size());
     const int B = 2, T = config.max_seq_len;
     const size_t N = size_t(B) * T;
     Rng rng(9000 + 7 * int(a.kind) + 3 * int(a.position) + a.bias_window);
@@ -151,8 +153,11 @@ void model_tests() {
     for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic, AttentionKind::topk,
                                AttentionKind::window, AttentionKind::block})
         for (PositionKind position : {PositionKind::learned, PositionKind::rope})
-            for (bool bias : {false, true})
-                run("model", [=] { test_training_step(small_config(kind, position, bias)); });
+            for (bool bias : {false, true}) {
+                run("model", [=] { test_training_step(small_config(kind, position, bias, 4)); });
+                if (focus::gpu::flash_attention_supports(small_config(kind, position, bias, 2).attention, 32))
+                    run("model", [=] { test_training_step(small_config(kind, position, bias, 2)); });
+            }
 }
 
 }  // namespace gpu_check
