@@ -7,6 +7,8 @@
 // The math (ATTENTION_SPEC.md; t the 0-based query row, i = t + 1, c_t = tau_h / i, tau = 0 for softmax):
 //   s_tj = R_t q_t . R_j k_j / sqrt(hs) + b_h[t - j] (t - j < W), j <= t;  p_tj = exp(s_tj - M_t) / L_t
 //   with M_t, L_t the row's maximum and sum of exp(s - M_t) (the "row state", saved for the backward).
+//   Both are kept rather than their log-sum-exp: exp(s - M) / L is softmax.h's formula, so a uniform row
+//   gets p = 1 / i exactly and, with tau = 1, elastic weights of exactly 0, as on the CPU.
 //   softmax   o_t = sum_j p_tj v_j, in one pass over the key tiles with a running maximum and sum
 //             (online softmax: the sum and the output so far are rescaled when the maximum grows).
 //   elastic   a_tj = max(0, p_tj - c_t) needs the final M_t and L_t, so two passes: pass 1 runs the
@@ -26,9 +28,11 @@
 //             v's saved per row (hs floats, or a second accumulator in the forward), and o_t of a
 //             near-uniform row is a small difference stored in bf16, where delta must be exact enough to
 //             make sum_j dS_tj = 0. The same pass gives the row's dtau term, which needs every m g anyway.
+//             Only m g enters the backward, so elastic also skips G = dO V^T (and dV += a.dO) for a tile
+//             where no key passes the cut, the backward's counterpart of the forward's skip.
 //             Cost, in tile products of the causal size: softmax forward 2, backward 7 (dq pass: S, G,
-//             dQ; dk/dv pass: S, G, dV, dK); elastic forward 3 (S twice, a.V, less the skipped tiles),
-//             backward 9 (+ S, G for delta): about 1.3x softmax in all.
+//             dQ; dk/dv pass: S, G, dV, dK); elastic forward 3 (S twice, a.V), backward 9 (+ S, G for
+//             delta), less the skipped tiles: about 1.3x softmax when few tiles are skipped.
 // How the work is split (TILE queries x TILE keys per tile, TILE = 64, or 32 where 64 would not fit the
 // shared memory: head size 128, and every tile of the fp32 build; FLASH_THREADS = 128, four warps):
 //   rope_table_kernel      cos and sin of every (position, pair) once per call (Context scratch), so
@@ -406,7 +410,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     floatX* dout_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
     floatX* k_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
     floatX* v_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
-    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // s, then dS in float for the bias sums
+    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // s, then p, then dS (in float, for the bias)
     float* grads = arrays.take<float>(Tiles::SCORE_BYTES);   // g = dO V^T
     floatX* dscores = arrays.take<floatX>(Tiles::WEIGHT_BYTES);
     float* dq_acc = arrays.take<float>(Tiles::ACC_BYTES);
@@ -421,7 +425,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     const float scale = 1.0f / sqrtf(float(HS));
     const Slice slice;
     const int t = q0 + slice.row;
-    const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+    float* p_row = scores + slice.row * Tiles::SCORE_PITCH;
     const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
 
     load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
@@ -435,29 +439,39 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
         row.cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
     }
 
-    // S (final scores in place) and G of key tile k0, for every thread
-    auto scores_and_grads = [&](int k0) {
+    // p of key tile k0 in place of the scores, this thread's elements, and whether any passes the cut
+    auto probabilities_of_tile = [&](int k0) {
         load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
         load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
         __syncthreads();
         tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
                                                          Tiles::HEAD_PITCH, false);
+        bool any_passed = false;
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            const float score = flash::masked_score(p_row[c], scale, t, k0 + c, L.T, bias_h, W);
+            p_row[c] = flash::probability(score, row.max, row.sum);
+            any_passed |= p_row[c] > row.cut;
+        }
+        return any_passed;
+    };
+    // G = dO V^T of the loaded tile. Only m g enters the gradients, so elastic skips it for a tile where no
+    // key passes the cut (as the forward skips a.V); softmax always needs it. Returns whether G was made.
+    auto grads_of_tile = [&](bool any_passed) {
+        if (ELASTIC && !__syncthreads_or(any_passed)) return false;
         tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
                                                          v_tile, Tiles::HEAD_PITCH, false);
-        float* s = scores + slice.row * Tiles::SCORE_PITCH;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
-            s[c] = flash::masked_score(s[c], scale, t, k0 + c, L.T, bias_h, W);
+        return true;
     };
 
     if constexpr (ELASTIC) {  // delta_t = sum_k m p g and the row's dtau term -(1/i) sum_k m g, over all its keys
         float delta = 0.0f, passed = 0.0f;
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
-            scores_and_grads(k0);
-            for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
-                const float p = flash::probability(s_row[c], row.max, row.sum);
-                const float g = flash::passed_gradient(p, row.cut, g_row[c]);
-                delta += p * g;
-                passed += g;
+            if (grads_of_tile(probabilities_of_tile(k0))) {
+                for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+                    const float g = flash::passed_gradient(p_row[c], row.cut, g_row[c]);
+                    delta += p_row[c] * g;
+                    passed += g;
+                }
             }
             __syncthreads();  // the next tile's products overwrite scores and grads
         }
@@ -475,12 +489,10 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     if (t < L.T && slice.first == 0) delta_rows[size_t(bh) * L.T + t] = row.delta;
 
     for (int k0 = 0; k0 <= q0; k0 += TILE) {
-        scores_and_grads(k0);
-        float* ds_row = scores + slice.row * Tiles::SCORE_PITCH;
+        const bool have_grads = grads_of_tile(probabilities_of_tile(k0));
         for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
-            const float p = flash::probability(ds_row[c], row.max, row.sum);
-            const float ds = flash::score_gradient(p, row.cut, g_row[c], row.delta);
-            ds_row[c] = ds;
+            const float ds = flash::score_gradient(p_row[c], row.cut, have_grads ? g_row[c] : 0.0f, row.delta);
+            p_row[c] = ds;  // in float, for the bias sums
             dscores[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(ds);
         }
         __syncthreads();
@@ -516,7 +528,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     floatX* v_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
     floatX* q_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
     floatX* dout_tile = arrays.take<floatX>(Tiles::HEAD_BYTES);
-    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // [query, key], as in the other kernels
+    float* scores = arrays.take<float>(Tiles::SCORE_BYTES);  // s, then p; [query, key] as in the other kernels
     float* grads = arrays.take<float>(Tiles::SCORE_BYTES);
     floatX* weights = arrays.take<floatX>(Tiles::WEIGHT_BYTES);  // a
     floatX* dscores = arrays.take<floatX>(Tiles::WEIGHT_BYTES);
@@ -530,7 +542,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
     const float scale = 1.0f / sqrtf(float(HS)), tau = elastic_tau(args.cfg, args.theta, h);
     const Slice slice;
-    const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
+    float* p_row = scores + slice.row * Tiles::SCORE_PITCH;
     const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
 
     load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
@@ -552,18 +564,28 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
         __syncthreads();
         tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
                                                          Tiles::HEAD_PITCH, false);
-        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
-                                                         v_tile, Tiles::HEAD_PITCH, false);
+        bool any_passed = false;
         for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
-            const float s = flash::masked_score(s_row[c], scale, t, k0 + c, L.T, bias_h, W);
-            const float p = flash::probability(s, row.max, row.sum);
-            weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(ELASTIC ? flash::cut_weight(p, row.cut) : p);
-            dscores[slice.row * Tiles::WEIGHT_PITCH + c] =
-                floatX(flash::score_gradient(p, row.cut, g_row[c], row.delta));
+            const float score = flash::masked_score(p_row[c], scale, t, k0 + c, L.T, bias_h, W);
+            p_row[c] = flash::probability(score, row.max, row.sum);
+            weights[slice.row * Tiles::WEIGHT_PITCH + c] =
+                floatX(ELASTIC ? flash::cut_weight(p_row[c], row.cut) : p_row[c]);
+            any_passed |= p_row[c] > row.cut;
         }
+        // G, and a.dO, only where some key passes the cut (elsewhere m g = 0 and a = 0): elastic skips both
+        // for such a tile, as the query kernel skips G
+        const bool have_grads = !ELASTIC || __syncthreads_or(any_passed);
+        if (have_grads)
+            tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
+                                                             v_tile, Tiles::HEAD_PITCH, false);
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
+            dscores[slice.row * Tiles::WEIGHT_PITCH + c] =
+                floatX(flash::score_gradient(p_row[c], row.cut, have_grads ? g_row[c] : 0.0f, row.delta));
         __syncthreads();
         // dV += A^T dO and dK += dS^T Q: the [query, key] weight tiles read transposed (column-major)
-        dv.template add_product<TILE, ColMajor, RowMajor>(weights, Tiles::WEIGHT_PITCH, dout_tile, Tiles::HEAD_PITCH);
+        if (have_grads)
+            dv.template add_product<TILE, ColMajor, RowMajor>(weights, Tiles::WEIGHT_PITCH, dout_tile,
+                                                              Tiles::HEAD_PITCH);
         dk.template add_product<TILE, ColMajor, RowMajor>(dscores, Tiles::WEIGHT_PITCH, q_tile, Tiles::HEAD_PITCH);
         __syncthreads();  // before the next query tile overwrites q, dO, a and dS
     }
