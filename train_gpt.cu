@@ -189,12 +189,6 @@ class CpuGPT : public GPT<float> {
 public:
     explicit CpuGPT(const GPTConfig& config) : GPT<float>(config), m_(params.size()), v_(params.size()) {}
 
-    size_t num_parameters() const { return params.size(); }
-    void load_parameters(const std::vector<float>& host) {
-        check(host.size() == params.size(), format("%zu parameters given to a model of %zu", host.size(), params.size()));
-        params = host;
-    }
-    std::vector<float> parameters() const { return params; }
     void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
         m_ = m;
         v_ = v;

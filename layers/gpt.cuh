@@ -276,11 +276,23 @@ public:
     std::vector<float> logits_at(size_t position) {
         check(has_logits_, "logits_at() needs the logits of a forward() (backward() consumes them)");
         const size_t Vp = config_.padded_vocab_size;
-        std::vector<floatX> row(Vp);
-        CUDA_CHECK(cudaMemcpyAsync(row.data(), acts_.logits.data() + position * Vp, Vp * sizeof(floatX),
-                                   cudaMemcpyDeviceToHost, stream_));
-        CUDA_CHECK(cudaStreamSynchronize(stream_));
-        return std::vector<float>(row.begin(), row.end());
+        return download(acts_.logits.data() + position * Vp, Vp);
+    }
+
+    // For eval_gpt's attention statistics: the straightforward attention kernels, which keep every layer's
+    // probabilities [B, NH, T, T] for attention_probs(). Call before the first forward().
+    void keep_attention_probs() {
+        check(capacity_.tokens == 0, "keep_attention_probs() must come before the first forward()");
+        flash_ = false;
+    }
+    // After forward(): host copies of layer l's attention probabilities [B, NH, T, T] (needs
+    // keep_attention_probs()) and of the last hidden state, the residual stream before lnf, [B, T, C].
+    std::vector<float> attention_probs(int l) const {
+        check(!flash_, "attention_probs() needs keep_attention_probs() (the fused kernels keep no probabilities)");
+        return download(layer(l).probs, size_t(B_) * config_.num_heads * T_ * T_);
+    }
+    std::vector<float> last_hidden() const {
+        return download(layer(config_.num_layers - 1).residual3, size_t(B_) * T_ * config_.channels);
     }
 
     // Allocates the activations for B x T tokens now (forward() does it on first use).
@@ -403,6 +415,15 @@ private:
         else
             gpu::attention_backward(config_.attention, dqkv, theta(g.theta, l), bias(g.bias, l), datty, x.probs,
                                     x.qkv_rot, theta(p.theta, l), bias(p.bias, l), B_, T_, C, NH, stream_);
+    }
+
+    // count elements from the device, as floats, once the stream has finished writing them.
+    template <typename T>
+    std::vector<float> download(const T* device, size_t count) const {
+        std::vector<T> host(count);
+        CUDA_CHECK(cudaMemcpyAsync(host.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        return std::vector<float>(host.begin(), host.end());
     }
 
     // Layer l's slice of the Lazy-Attention tensors (nullptr when the model has none).

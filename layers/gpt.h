@@ -157,6 +157,14 @@ public:
     const GPTConfig& config() const { return config_; }
     const std::vector<ParamTensor>& layout() const { return layout_; }
     void init(uint64_t seed) { init_parameters(params.data(), layout_, config_.num_layers, seed); }
+    // The same accessors as the GPU model's (layers/gpt.cuh), so the trainer and eval_gpt serve both.
+    size_t num_parameters() const { return params.size(); }
+    void load_parameters(const std::vector<Real>& values) {
+        check(values.size() == params.size(),
+              format("%zu parameters given to a model of %zu", values.size(), params.size()));
+        params = values;
+    }
+    std::vector<Real> parameters() const { return params; }
     void zero_grad() { std::fill(grads.begin(), grads.end(), Real(0)); }
 
     // Runs the model on tokens [B, T]. With targets (-1 = no loss on that position) returns the mean
