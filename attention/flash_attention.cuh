@@ -60,6 +60,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "attention.cuh"
@@ -231,27 +232,31 @@ static __global__ void rope_table_kernel(float2* cos_sin, int T, int hs, float b
     cos_sin[e] = make_float2(float(cos(angle)), float(sin(angle)));
 }
 
+// Eight consecutive channels of a head vector, moved as whole 16-byte words (one in bf16, two in fp32).
+struct alignas(16) HeadChunk {
+    floatX x[8];
+};
+
 // Rows [first_row, first_row + TILE) of one head's vectors into a tile, zeros past row T; rotated by
-// R_t when cos_sin is given. head points at the head's vector of position 0, rows row_stride apart.
+// R_t when cos_sin is given. head points at the head's vector of position 0, rows row_stride apart
+// (16-byte aligned, as flash_arguments checks). One chunk of 8 channels per thread at a time.
 template <int HS, int TILE>
 __device__ void load_head_tile(floatX* tile, const floatX* head, size_t row_stride, int first_row, int T,
                                const float2* cos_sin) {
-    constexpr int PAIRS = HS / 2, PITCH = FlashTiles<HS>::HEAD_PITCH;
-    for (int e = threadIdx.x; e < TILE * PAIRS; e += FLASH_THREADS) {
-        const int r = e / PAIRS, m = e % PAIRS, t = first_row + r;
-        float x0 = 0.0f, x1 = 0.0f;
+    constexpr int CHUNKS = HS / 8, PITCH = FlashTiles<HS>::HEAD_PITCH;
+    for (int e = threadIdx.x; e < TILE * CHUNKS; e += FLASH_THREADS) {
+        const int r = e / CHUNKS, first = e % CHUNKS * 8, t = first_row + r;
+        HeadChunk chunk = {};
         if (t < T) {
-            x0 = float(head[t * row_stride + 2 * m]);
-            x1 = float(head[t * row_stride + 2 * m + 1]);
-            if (cos_sin != nullptr) {
-                const float2 angle = cos_sin[size_t(t) * PAIRS + m];
-                const float y0 = flash::rotated_first(x0, x1, angle.x, angle.y);
-                x1 = flash::rotated_second(x0, x1, angle.x, angle.y);
-                x0 = y0;
+            chunk = *reinterpret_cast<const HeadChunk*>(head + t * row_stride + first);
+            for (int pair = 0; pair < 4 && cos_sin != nullptr; pair++) {
+                const float x0 = float(chunk.x[2 * pair]), x1 = float(chunk.x[2 * pair + 1]);
+                const float2 angle = cos_sin[size_t(t) * (HS / 2) + first / 2 + pair];
+                chunk.x[2 * pair] = floatX(flash::rotated_first(x0, x1, angle.x, angle.y));
+                chunk.x[2 * pair + 1] = floatX(flash::rotated_second(x0, x1, angle.x, angle.y));
             }
         }
-        tile[r * PITCH + 2 * m] = floatX(x0);
-        tile[r * PITCH + 2 * m + 1] = floatX(x1);
+        *reinterpret_cast<HeadChunk*>(tile + r * PITCH + first) = chunk;
     }
 }
 
@@ -634,6 +639,7 @@ inline FlashArguments flash_arguments(const AttentionConfig& cfg, const floatX* 
           format("flash attention: %s with head size %d is not supported (softmax or elastic, head size 32, 64 "
                  "or 128)",
                  to_string(cfg.kind), L.hs));
+    check(reinterpret_cast<uintptr_t>(qkv) % 16 == 0, "flash attention: qkv must be 16-byte aligned");
     const bool rope = cfg.position == PositionKind::rope;
     const size_t table_floats = rope ? size_t(T) * L.hs : 0;  // T x hs/2 (cos, sin) pairs
     float* scratch = Context::get().scratch<float>(table_floats + extra_floats);
@@ -708,6 +714,7 @@ inline void flash_attention_backward(const AttentionConfig& cfg, floatX* dqkv, f
                                      cudaStream_t stream) {
     check(cfg.kind != AttentionKind::elastic || dtheta != nullptr, "attention: elastic needs dtheta");
     check(cfg.bias_window == 0 || dbias != nullptr, "attention: a bias window needs dbias");
+    check(reinterpret_cast<uintptr_t>(dout) % 16 == 0, "flash attention: dout must be 16-byte aligned");
     const int smallest_tile = 32;  // the most query tiles any head size uses
     const size_t extra = size_t(B) * NH * T + size_t(B) * ceil_div(T, smallest_tile) * NH * (cfg.bias_window + 1);
     float* scratch = nullptr;
