@@ -51,10 +51,11 @@ $(BUILD)/train_gpt: train_gpt.cu $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas
 
-# eval_gpt, likewise compiled as C++: the CPU evaluator
-$(BUILD)/eval_gpt: eval_gpt.cu | deps
+# eval_gpt: compiled by nvcc where nvcc is installed (it then runs on the GPU when there is one, on the
+# CPU otherwise), as C++ elsewhere (the CPU only).
+$(BUILD)/eval_gpt: eval_gpt.cu $(if $(NVCC),$(GPU_SOURCES)) | deps
 	@mkdir -p $(@D)
-	$(CXX) $(CXXFLAGS) -x c++ $< -o $@
+	$(if $(NVCC),$(NVCC) $(NVCCFLAGS) -x cu $< -o $@ -lcublasLt -lcublas,$(CXX) $(CXXFLAGS) -x c++ $< -o $@)
 
 $(BUILD)/prepare_data: data/prepare_data.cpp | deps
 	@mkdir -p $(@D)
@@ -109,7 +110,7 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 # memory (dev/gpu_train_check.sh). All run even when one fails, and the status says whether any did; no
 # usable GPU is a failure here.
 gpu-check:
-	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu
+	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
 	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
 	bash dev/gpu_train_check.sh $(BUILD) || status=1; exit $$status

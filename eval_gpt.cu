@@ -13,7 +13,11 @@
 //   maps        with --maps L:H,... the attention weights of those heads on --map-text, for
 //               scripts/plot.py heatmap
 // Several checkpoints print one comparison table, one column per checkpoint. --json writes every
-// number in one document. Compiled as C++ this runs on the CPU.
+// number in one document.
+// Built by nvcc, the model runs on the GPU when there is one (layers/gpt.cuh: the fused attention kernels
+// for the loss and the tasks; the straightforward ones, which keep the attention probabilities, for the
+// statistics and maps) and on the CPU otherwise (--device chooses); compiled as C++ it runs on the CPU.
+// Both run the same evaluation code, so their numbers agree to the GPU's precision (bf16).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -25,6 +29,9 @@
 #include "attention/statistics.h"
 #include "data/checkpoint.h"
 #include "data/evaluation.h"
+#ifdef __CUDACC__
+#include "layers/gpt.cuh"
+#endif
 
 using namespace focus;
 using nlohmann::json;
@@ -32,7 +39,7 @@ namespace fs = std::filesystem;
 
 struct Options {
     std::vector<std::string> checkpoints, labels;
-    std::string val, tasks, task_dir = "../shared/data", json_out, maps, map_text;
+    std::string val, tasks, task_dir = "../shared/data", json_out, maps, map_text, device = "auto";
     int val_batches = 20, batch = 0, seq = 0, task_limit = 0, attention_batches = 2, threads = 0;
 };
 
@@ -70,7 +77,8 @@ static std::string describe_attention(const GPTConfig& c) {
 
 // The attention weights of the heads --maps names, on --map-text (GPT-2 vocabulary) or, for other
 // vocabularies, on the first validation sequence.
-static json attention_maps(GPT<float>& model, const Options& o, const Tokenizer* tokenizer,
+template <typename Model>
+static json attention_maps(Model& model, const Options& o, const Tokenizer* tokenizer,
                            const std::vector<int>& first_sequence) {
     json maps = json::array();
     if (o.maps.empty()) return maps;
@@ -86,7 +94,8 @@ static json attention_maps(GPT<float>& model, const Options& o, const Tokenizer*
     model.forward(tokens.data(), nullptr, 1, T);
     std::vector<std::string> labels;
     for (int id : tokens) labels.push_back(tokenizer ? tokenizer->decode_token(id) : std::to_string(id));
-    ParameterTensors<const float> p(model.params.data(), model.layout());
+    const std::vector<float> params = model.parameters();
+    ParameterTensors<const float> p(params.data(), model.layout());
     std::vector<float> weights((size_t)NH * T * T);
     std::stringstream list(o.maps);
     for (std::string item; std::getline(list, item, ',');) {
@@ -94,8 +103,9 @@ static json attention_maps(GPT<float>& model, const Options& o, const Tokenizer*
         check(std::sscanf(item.c_str(), "%d:%d", &layer, &head) == 2 && layer >= 0 && layer < c.num_layers &&
                   head >= 0 && head < NH,
               format("--maps: '%s' is not LAYER:HEAD with layer < %d and head < %d", item.c_str(), c.num_layers, NH));
-        attention_weights(c.attention, weights.data(), model.attention_probs(layer),
-                          p.theta ? p.theta + (size_t)layer * NH : nullptr, 1, T, NH);
+        const auto probs = model.attention_probs(layer);
+        attention_weights(c.attention, weights.data(), host_data(probs), p.theta ? p.theta + (size_t)layer * NH : nullptr,
+                          1, T, NH);
         json rows = json::array();
         for (int t = 0; t < T; t++) {
             const float* row = weights.data() + ((size_t)head * T + t) * T;
@@ -106,11 +116,19 @@ static json attention_maps(GPT<float>& model, const Options& o, const Tokenizer*
     return maps;
 }
 
+// The attention statistics and maps read every layer's probabilities: the CPU model always keeps them,
+// the GPU model only on request (its fused kernels keep none).
+static void keep_attention_probs(GPT<float>&) {}
+#ifdef __CUDACC__
+static void keep_attention_probs(gpu::GPT& model) { model.keep_attention_probs(); }
+#endif
+
+template <typename Model>
 static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const std::vector<Task>& tasks) {
     std::vector<float> params;
     GPTConfig config = load_model(ckpt.path, params);
-    GPT<float> model(config);
-    model.params = params;
+    auto model = std::make_unique<Model>(config);
+    model->load_parameters(params);
     const json training = ckpt.config.value("training", json::object());
     const int T = o.seq ? o.seq : training.value("seq", std::min(config.max_seq_len, 1024));
     const int B = o.batch ? o.batch : training.value("batch", 8);
@@ -123,7 +141,7 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
                    {"label", ckpt.label},
                    {"step", ckpt.config.value("step", 0)},
                    {"config", ckpt.config.empty() ? json{{"model", to_json(config)}} : ckpt.config},
-                   {"parameters", model.params.size()}};
+                   {"parameters", params.size()}};
     std::printf("== %s (%s): %d layers, %d heads, %d channels, attention %s\n", ckpt.label.c_str(), ckpt.path.c_str(),
                 config.num_layers, config.num_heads, config.channels, describe_attention(config).c_str());
 
@@ -137,7 +155,7 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
                  val->vocab_size(), config.vocab_size));
     DataLoader loader(*val, B, T, 0, /*shuffle=*/false);
     std::vector<int> token_bytes = tokenizer ? token_byte_lengths(*tokenizer) : std::vector<int>{};
-    Evaluation e = evaluate(model, loader, o.val_batches, B, T, token_bytes);
+    Evaluation e = evaluate(*model, loader, o.val_batches, B, T, token_bytes);
     result["validation"] = {{"data", val->description()},  {"loss", e.loss},
                             {"perplexity", std::exp(e.loss)}, {"bits_per_byte", e.bits_per_byte},
                             {"accuracy", e.accuracy.fraction()}, {"tokens", e.tokens}};
@@ -149,7 +167,7 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
     if (!tasks.empty()) {
         check(tokenizer != nullptr, format("zero-shot tasks need a model with GPT-2's vocabulary (%s has %d tokens)",
                                            ckpt.label.c_str(), config.vocab_size));
-        for (const TaskResult& r : evaluate_tasks(model, tasks, *tokenizer, o.task_limit)) {
+        for (const TaskResult& r : evaluate_tasks(*model, tasks, *tokenizer, o.task_limit)) {
             std::printf("%s\n", summary(r).c_str());
             task_results[r.task] = to_json(r);
         }
@@ -164,10 +182,14 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
         loader.next_batch(inputs.data(), targets.data());
         batches.push_back(inputs);
     }
-    AttentionReport report = measure_attention(model, batches, B, T);
+    model.reset();  // before the next one is made, so that the two never hold the GPU's memory together
+    model = std::make_unique<Model>(config);
+    keep_attention_probs(*model);
+    model->load_parameters(params);
+    AttentionReport report = measure_attention(*model, batches, B, T);
     result["attention"] = report;
     std::printf("attention on %zu sequences of %d tokens:\n%s", batches.size() * B, T, attention_table(report).c_str());
-    result["attention_maps"] = attention_maps(model, o, tokenizer.get(), std::vector<int>(batches[0].begin(), batches[0].begin() + T));
+    result["attention_maps"] = attention_maps(*model, o, tokenizer.get(), std::vector<int>(batches[0].begin(), batches[0].begin() + T));
     std::printf("\n");
     return result;
 }
@@ -223,6 +245,27 @@ static void print_comparison(const json& checkpoints) {
     }
 }
 
+// --device: whether the models run on the GPU; prints where they run.
+static bool use_gpu(const std::string& device) {
+#ifdef __CUDACC__
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    const bool present = status == cudaSuccess && count > 0;
+    check(present || device != "gpu", format("--device gpu: no usable CUDA device (%s)",
+                                             status != cudaSuccess ? cudaGetErrorString(status) : "the driver reports none"));
+    if (present && device != "cpu") {
+        cudaDeviceProp prop;
+        CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+        std::printf("device: %s (sm_%d%d), %s\n", prop.name, prop.major, prop.minor, gpu::PRECISION);
+        return true;
+    }
+#else
+    check(device != "gpu", "--device gpu: this eval_gpt was compiled without CUDA (build it with nvcc installed)");
+#endif
+    std::printf("device: CPU, %d threads, fp32\n", omp_get_max_threads());
+    return false;
+}
+
 static int run(int argc, char** argv) {
     Options o;
     CLI::App app("focusgpt evaluation: loss, zero-shot tasks and attention allocation of checkpoints", "eval_gpt");
@@ -240,6 +283,7 @@ static int run(int argc, char** argv) {
     app.add_option("--map-text", o.map_text, "text the maps are drawn on (default: the first validation sequence)");
     app.add_option("--json", o.json_out, "write every number to this JSON file");
     app.add_option("--threads", o.threads, "CPU threads (0 = OpenMP's default)")->check(CLI::NonNegativeNumber);
+    app.add_option("--device", o.device, "auto (the GPU when there is one), gpu or cpu")->check(CLI::IsMember({"auto", "gpu", "cpu"}))->capture_default_str();
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp&) {
@@ -252,12 +296,19 @@ static int run(int argc, char** argv) {
           format("--labels names %zu columns for %zu checkpoints", o.labels.size(), o.checkpoints.size()));
     if (o.threads > 0) omp_set_num_threads(o.threads);
 
+    [[maybe_unused]] const bool gpu = use_gpu(o.device);
     std::vector<Task> tasks = load_tasks(o.tasks, o.task_dir);  // once, and before any slow work
     json checkpoints = json::array();
     for (size_t i = 0; i < o.checkpoints.size(); i++) {
         Checkpoint ckpt = open_checkpoint(o.checkpoints[i], o.labels.empty() ? "" : o.labels[i]);
         try {
-            checkpoints.push_back(evaluate_checkpoint(ckpt, o, tasks));
+#ifdef __CUDACC__
+            if (gpu) {
+                checkpoints.push_back(evaluate_checkpoint<gpu::GPT>(ckpt, o, tasks));
+                continue;
+            }
+#endif
+            checkpoints.push_back(evaluate_checkpoint<GPT<float>>(ckpt, o, tasks));
         } catch (const json::exception& e) {
             throw Error(format("%s: config.json: %s", ckpt.path.c_str(), e.what()));
         }

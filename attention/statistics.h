@@ -260,15 +260,17 @@ private:
     int64_t sequences_ = 0, tokens_ = 0;  // sequences with T >= 2; tokens
 };
 
-// Copies the model's tau_h = |theta_h + 1| (computed in Real, as the model does) and bias tables into
-// the report's layers.
-template <typename Real>
-void copy_learned_parameters(AttentionReport& report, const GPT<Real>& model) {
+// Copies the model's tau_h = |theta_h + 1| (computed in the parameters' type, as the model does) and
+// bias tables into the report's layers. Model: GPT<Real> or gpu::GPT (anything with parameters()).
+template <typename Model>
+void copy_learned_parameters(AttentionReport& report, const Model& model) {
     const GPTConfig& c = model.config();
     const int NH = c.num_heads, W = c.attention.bias_window;
     check(report.layers.size() == size_t(c.num_layers),
           format("attention report has %d layers, the model %d", int(report.layers.size()), c.num_layers));
-    ParameterTensors<const Real> p(model.params.data(), model.layout());
+    const auto params = model.parameters();
+    using Real = typename decltype(params)::value_type;
+    ParameterTensors<const Real> p(params.data(), model.layout());
     for (int l = 0; l < c.num_layers; l++) {
         LayerReport& layer = report.layers[l];
         layer.tau.clear();
@@ -281,15 +283,24 @@ void copy_learned_parameters(AttentionReport& report, const GPT<Real>& model) {
     }
 }
 
-// Runs the model (no targets) on each batch of B * T tokens and measures every layer's attention and the
-// last hidden states; the report carries the learned tau and bias too.
+// The CPU model hands out pointers into its activations, the GPU model host copies; both read as pointers.
 template <typename Real>
-AttentionReport measure_attention(GPT<Real>& model, const std::vector<std::vector<int>>& batches, int B, int T) {
+const Real* host_data(const Real* pointer) { return pointer; }
+template <typename Real>
+const Real* host_data(const std::vector<Real>& copy) { return copy.data(); }
+
+// Runs the model (no targets) on each batch of B * T tokens and measures every layer's attention and the
+// last hidden states; the report carries the learned tau and bias too. A gpu::GPT must keep its attention
+// probabilities (keep_attention_probs()).
+template <typename Model>
+AttentionReport measure_attention(Model& model, const std::vector<std::vector<int>>& batches, int B, int T) {
     const GPTConfig& c = model.config();
     const int NH = c.num_heads;
     check(!batches.empty(), "measure_attention: no batches");
     AttentionStatistics statistics(c.num_layers, NH);
-    ParameterTensors<const Real> p(model.params.data(), model.layout());
+    const auto params = model.parameters();
+    using Real = typename decltype(params)::value_type;
+    ParameterTensors<const Real> p(params.data(), model.layout());
     std::vector<Real> weights(size_t(B) * NH * T * T);
     for (const std::vector<int>& tokens : batches) {
         check(tokens.size() == size_t(B) * T,
@@ -297,10 +308,12 @@ AttentionReport measure_attention(GPT<Real>& model, const std::vector<std::vecto
         model.forward(tokens.data(), nullptr, B, T);
         for (int l = 0; l < c.num_layers; l++) {
             const Real* theta = p.theta ? p.theta + size_t(l) * NH : nullptr;
-            attention_weights(c.attention, weights.data(), model.attention_probs(l), theta, B, T, NH);
-            statistics.add_layer(l, weights.data(), model.attention_probs(l), B, T);
+            const auto probs = model.attention_probs(l);
+            attention_weights(c.attention, weights.data(), host_data(probs), theta, B, T, NH);
+            statistics.add_layer(l, weights.data(), host_data(probs), B, T);
         }
-        statistics.add_hidden(model.last_hidden(), B, T, c.channels);
+        const auto hidden = model.last_hidden();
+        statistics.add_hidden(host_data(hidden), B, T, c.channels);
     }
     AttentionReport report = statistics.report();
     copy_learned_parameters(report, model);

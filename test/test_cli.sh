@@ -258,6 +258,9 @@ evaluate_error "eval_gpt on a missing checkpoint" "error: --resume" --ckpt "$tmp
 evaluate_error "eval_gpt with a bad head" "error: --maps: '0:9'" --ckpt "$tmp/eval_lazy" --maps 0:9
 evaluate_error "eval_gpt tasks on a non-GPT-2 model" "error: zero-shot tasks need" --ckpt "$tmp/eval_lazy" --tasks piqa
 evaluate_error "eval_gpt unknown task" "error: unknown benchmark task .nope. (valid: hellaswag" --ckpt "$tmp/eval_lazy" --tasks nope
+if ! nvidia-smi -L >/dev/null 2>&1; then  # with a GPU, --device gpu is simply used
+    evaluate_error "eval_gpt --device gpu without a GPU" "error: --device gpu: " --ckpt "$tmp/eval_lazy" --device gpu
+fi
 
 echo "cli: text data"
 if [ -f ../shared/data/tinyshakespeare.txt ]; then
