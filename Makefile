@@ -106,13 +106,14 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 
 # On a GPU machine: build, test the layers and the model in both precisions, print the benchmark table,
-# then train a small model 200 steps per attention variant with train_gpt and print loss, tokens/s and
+# run the small GPU tests under compute-sanitizer (dev/sanitize.sh), then train a small model 200 steps per attention variant with train_gpt and print loss, tokens/s and
 # memory (dev/gpu_train_check.sh). All run even when one fails, and the status says whether any did; no
 # usable GPU is a failure here.
 gpu-check:
 	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
 	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
+	bash dev/sanitize.sh $(BUILD) || status=1; \
 	bash dev/gpu_train_check.sh $(BUILD) || status=1; exit $$status
 
 # ---- commands -----------------------------------------------------------------------------------

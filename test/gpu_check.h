@@ -147,14 +147,19 @@ DeviceBuffer<T> poisoned(size_t n) {
 
 
 // Runs one test; an exception (a CUDA error, say) counts as a failure and the other tests still run.
-inline void run(const char* name, const std::function<void()>& test) {
+// --small runs only the tests not marked large: what compute-sanitizer, which slows kernels by 10-100x,
+// checks in `make gpu-check`.
+enum class Size { small, large };
+inline bool small_only = false;
+
+inline void run(const char* name, const std::function<void()>& test, Size size = Size::small) {
+    if (small_only && size == Size::large) return;
     try {
         test();
     } catch (const std::exception& e) {
         record(format("%s: exception", name), "", false, INFINITY, 0, e.what());
     }
 }
-
 
 // The test groups in the other translation units, run by main() in test_gpu.cu.
 void attention_tests();

@@ -2,6 +2,7 @@
 // their CPU references (layers/*.h). The harness, its tolerances and their reasons: gpu_check.h.
 // The binary also links test_gpu_attention.cu (attention/) and test_gpu_model.cu (a training step).
 // With no CUDA device it prints one "GPU tests skipped" line and exits 0 (1 with --require-gpu).
+// --small skips the shapes marked large (for compute-sanitizer); -v prints every comparison.
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/crossentropy.h"
@@ -308,6 +309,7 @@ int main(int argc, char** argv) {
     bool require_gpu = false;
     for (int i = 1; i < argc; i++) {
         verbose = verbose || std::strcmp(argv[i], "-v") == 0;
+        small_only = small_only || std::strcmp(argv[i], "--small") == 0;
         require_gpu = require_gpu || std::strcmp(argv[i], "--require-gpu") == 0;
     }
     int devices = 0;
@@ -331,29 +333,32 @@ int main(int argc, char** argv) {
     // shapes: tiny, no multiple of any block size, few tokens repeated many times, GPT-2 124M widths and vocabulary
     run("encoder", [] { test_encoder(2, 5, 7, 3, true); });
     run("encoder", [] { test_encoder(3, 17, 100, 11, false); });
-    run("encoder", [] { test_encoder(16, 256, 300, 2, true); });
-    run("encoder", [] { test_encoder(4, 256, 96, 50257, true); });
+    run("encoder", [] { test_encoder(16, 256, 300, 2, true); }, Size::large);
+    run("encoder", [] { test_encoder(4, 256, 96, 50257, true); }, Size::large);
     const std::pair<int, int> layernorm_shapes[] = {{1, 7}, {5, 20}, {37, 768}, {65, 33}, {300, 1000}, {1024, 768}};
-    for (auto [N, C] : layernorm_shapes) run("layernorm", [N = N, C = C] { test_layernorm(N, C); });
-    for (size_t n : {size_t(1), size_t(1000), size_t(123457)}) run("gelu", [n] { test_gelu(n); });
+    for (auto [N, C] : layernorm_shapes)
+        run("layernorm", [N = N, C = C] { test_layernorm(N, C); }, N * C > 100000 ? Size::large : Size::small);
+    for (size_t n : {size_t(1), size_t(1000), size_t(123457)})
+        run("gelu", [n] { test_gelu(n); }, n > 100000 ? Size::large : Size::small);
     run("matmul", [] { test_matmul(1, 1, 1, true); });
     run("matmul", [] { test_matmul(17, 33, 65, true); });
     run("matmul", [] { test_matmul(20, 48, 30, false); });
     run("matmul", [] { test_matmul(17, 33, 64, true); });
-    run("matmul", [] { test_matmul(64, 768, 2304, true); });
-    run("matmul", [] { test_matmul(64, 3072, 768, true); });
-    run("matmul", [] { test_matmul(32, 768, 1000, false); });
+    run("matmul", [] { test_matmul(64, 768, 2304, true); }, Size::large);
+    run("matmul", [] { test_matmul(64, 3072, 768, true); }, Size::large);
+    run("matmul", [] { test_matmul(32, 768, 1000, false); }, Size::large);
     run("crossentropy", [] { test_crossentropy(2, 1, 64); });
     run("crossentropy", [] { test_crossentropy(3, 10, 16); });
     run("crossentropy", [] { test_crossentropy(7, 1027, 1088); });
-    run("crossentropy", [] { test_crossentropy(16, 50257, 50304); });
+    run("crossentropy", [] { test_crossentropy(16, 50257, 50304); }, Size::large);
     run("crossentropy", [] { test_crossentropy_bad_target(); });
     run("argmax", [] { test_argmax(1, 1, 64); });
     run("argmax", [] { test_argmax(5, 10, 16); });
-    run("argmax", [] { test_argmax(33, 50257, 50304); });
-    for (size_t n : {size_t(1), size_t(1000), size_t(1000003)}) run("adamw", [n] { test_adamw(n); });
+    run("argmax", [] { test_argmax(33, 50257, 50304); }, Size::large);
+    for (size_t n : {size_t(1), size_t(1000), size_t(1000003)})
+        run("adamw", [n] { test_adamw(n); }, n > 100000 ? Size::large : Size::small);
     for (size_t n : {size_t(1), size_t(1000), size_t(262145), size_t(3000001)})
-        run("sum_of_squares", [n] { test_sum_of_squares(n); });
+        run("sum_of_squares", [n] { test_sum_of_squares(n); }, n > 100000 ? Size::large : Size::small);
     attention_tests();
     model_tests();
 
