@@ -265,15 +265,18 @@ void attention_tests() {
 
     // flash attention: softmax and elastic x {learned, rope} x {no bias, a window of 100 (longer than a
     // tile, and than T at the short lengths)}, at lengths on and off the tile sizes (64 for head size
-    // 64 in bf16, 32 otherwise); head size 128 on fewer lengths (its CPU reference is the slow part)
+    // 64 in bf16, 32 otherwise); head size 128 on fewer lengths (its CPU reference is the slow part).
+    // Up to T = 100 at head size 64 (a few tiles each way) counts as small, for the sanitizers.
+    auto flash_size = [](int T, int hs) { return T * hs > 100 * 64 ? Size::large : Size::small; };
     for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic}) {
         for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
             for (int bias_window : {0, 100}) {
                 const focus::AttentionConfig cfg = attention_config(kind, 0, 0, position, bias_window);
                 for (int T : {1, 37, 64, 100, 257, 1024})
-                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); });
+                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); }, flash_size(T, 64));
                 for (int T : {1, 37, 100, 257})
-                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 128); });
+                    run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 128); },
+                        flash_size(T, 128));
             }
         }
     }
