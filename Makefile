@@ -46,10 +46,12 @@ $(BUILD)/train_gpt_cpu: train_gpt.cu | deps
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) -x c++ $< -o $@
 
-# train_gpt: the same train_gpt.cu compiled by nvcc, the GPU trainer (the model: layers/gpt.cuh)
+# train_gpt: the same train_gpt.cu compiled by nvcc, the GPU trainer (the model: layers/gpt.cuh), with
+# NCCL for data parallel over several GPUs (layers/distributed.cuh)
+NCCL_LIB ?= /usr/local/cuda/lib64
 $(BUILD)/train_gpt: train_gpt.cu $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas
+	$(NVCC) $(NVCCFLAGS) -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl
 
 # eval_gpt: compiled by nvcc where nvcc is installed (it then runs on the GPU when there is one, on the
 # CPU otherwise), as C++ elsewhere (the CPU only).
@@ -94,27 +96,29 @@ nvcc-check: | deps
 
 # The GPU test binary (every CUDA kernel against its CPU reference, bf16 and an fp32 build for checking)
 # and the benchmark. nvcc builds them; run without a GPU they print one "skipped" line and exit 0.
+# (test_gpu_model.cu runs the data-parallel path on one rank, hence NCCL.)
 GPU_TESTS := $(wildcard test/test_gpu*.cu)
 $(BUILD)/test_gpu: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) $(GPU_TESTS) -o $@ -lcublasLt -lcublas
+	$(NVCC) $(NVCCFLAGS) $(GPU_TESTS) -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl
 $(BUILD)/test_gpu_fp32: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -DFOCUS_FP32 $(GPU_TESTS) -o $@ -lcublasLt -lcublas
+	$(NVCC) $(NVCCFLAGS) -DFOCUS_FP32 $(GPU_TESTS) -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl
 $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 
 # On a GPU machine: build, test the layers and the model in both precisions, print the benchmark table,
 # run the small GPU tests under compute-sanitizer (dev/sanitize.sh), then train a small model 200 steps per attention variant with train_gpt and print loss, tokens/s and
-# memory (dev/gpu_train_check.sh). All run even when one fails, and the status says whether any did; no
-# usable GPU is a failure here.
+# memory (dev/gpu_train_check.sh), then check the NCCL collectives (distributed-check, seconds on one GPU).
+# All run even when one fails, and the status says whether any did; no usable GPU is a failure here.
 gpu-check:
 	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
 	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
 	bash dev/sanitize.sh $(BUILD) || status=1; \
-	bash dev/gpu_train_check.sh $(BUILD) || status=1; exit $$status
+	bash dev/gpu_train_check.sh $(BUILD) || status=1; \
+	$(MAKE) distributed-check || status=1; exit $$status
 
 # ---- commands -----------------------------------------------------------------------------------
 # The GPU trainer when nvcc is installed and a GPU answers nvidia-smi, else the CPU reference trainer.
@@ -137,7 +141,6 @@ clean:
 
 # The NCCL bandwidth benchmark (dev/bench_allreduce.cu, which nvcc-check compiles in `make test`): on one
 # GPU build/bench_allreduce, on several scripts/launch_single_node.sh N build/bench_allreduce.
-NCCL_LIB ?= /usr/local/cuda/lib64
 $(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl

@@ -6,7 +6,7 @@
 // only differences are the Model type and the device setup.
 //
 // One optimizer step:
-//   for each of the --total-batch / (B*T) micro-batches: forward, backward (gradients accumulate)
+//   for each of the --total-batch / (B*T*ranks) micro-batches: forward, backward (gradients accumulate)
 //   clip the global gradient norm to --grad-clip
 //   AdamW with the cosine learning rate (warmup, then decay to lr * --lr-min-frac); matrices and
 //   embeddings decay by --weight-decay; theta and the distance bias train at lr * --lr-attn-mult
@@ -14,6 +14,15 @@
 // validation loss and accuracy; every --save-every steps and at the end a checkpoint under --out
 // (see data/checkpoint.h); every --sample-every steps a sample from the model. Ctrl-C finishes the
 // step, saves, and exits.
+//
+// Data parallel (train_gpt only; dev/DISTRIBUTED.md): one process per GPU, started by a launcher or with
+// --rank/--world-size/--dist-init. Each rank reads its own B samples of every micro-batch, so
+// --total-batch counts the tokens of all ranks. The gradients are averaged over the ranks before the
+// norm and the update: under --zero 0 each layer's all-reduce is queued by the last micro-batch's
+// backward pass as soon as the layer is done; under --zero 1 one reduce-scatter follows the backward
+// pass and gpu::GPT updates its shard of the optimizer state. The ranks agree on the logged loss and on
+// stopping; rank 0 alone prints, logs, samples, evaluates and writes checkpoints, which stay world-size
+// independent (--resume on another GPU count re-positions the data and re-shards AdamW's moments).
 //
 // Model FLOPs utilisation (MFU, GPU only): model FLOPs per token are estimated as in PaLM (and llm.c)
 // as 6 N + 12 L T C: 6 N for the forward and backward matmuls of N parameters (all of them, embeddings
@@ -30,8 +39,10 @@
 #include "data/checkpoint.h"
 #include "data/evaluation.h"
 #include "layers/adamw.h"
+#include "layers/distributed.h"
 #include "layers/gpt.h"
 #ifdef __CUDACC__
+#include "layers/distributed.cuh"
 #include "layers/gpt.cuh"
 #endif
 
@@ -58,6 +69,7 @@ struct Options {
     std::string eval_tasks, task_dir = "../shared/data";
     int eval_task_limit = 500;
     int sample_every = 0, sample_tokens = 32;
+    DistributedFlags dist;
 };
 
 constexpr int DEFAULT_SEQ = 64;
@@ -119,7 +131,13 @@ static void add_flags(CLI::App& app, Options& o) {
     app.add_option("--task-dir", o.task_dir, "folder holding the benchmark files")->capture_default_str();
     app.add_option("--sample-every", o.sample_every, "print a sample from the model every N steps (0 = never)")->check(CLI::NonNegativeNumber)->capture_default_str();
     app.add_option("--sample-tokens", o.sample_tokens, "tokens per sample")->check(CLI::PositiveNumber)->capture_default_str();
+    add_distributed_flags(app, o.dist);
 }
+
+// Flags that belong to one launch, not to the run: a resume replays the saved command line without them
+// (it may continue on another GPU count, from its own launcher's environment).
+static const char* const PER_LAUNCH_FLAGS[] = {"--resume", "--init",      "--rank",  "--world-size",
+                                               "--local-rank", "--dist-init", "--zero", "--nccl-timeout"};
 
 // Parses argv into Options; a parse error becomes a focus::Error (one line), --help prints and exits.
 static Options parse(const std::vector<std::string>& args, std::vector<std::string>* given = nullptr) {
@@ -187,7 +205,9 @@ static void check_architecture(const GPTConfig& file, const GPTConfig& flags, co
 // gives them (layers/gpt.cuh): the model owns AdamW's moments and makes the update itself.
 class CpuGPT : public GPT<float> {
 public:
-    explicit CpuGPT(const GPTConfig& config) : GPT<float>(config), m_(params.size()), v_(params.size()) {}
+    explicit CpuGPT(const GPTConfig& config)
+        : GPT<float>(config), m_(params.size()), v_(params.size()),
+          segments_(shard_segments(layout(), shard_layout(params.size(), 1), 0)) {}
 
     void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
         m_ = m;
@@ -197,15 +217,12 @@ public:
         m = m_;
         v = v_;
     }
+    // One process (run() refuses more), so there are no other ranks to hand finished gradients to.
+    void backward(double loss_scale, const GradientsDone&) { GPT<float>::backward(loss_scale); }
     double gradient_norm() const { return std::sqrt(sum_of_squares(grads.data(), grads.size())); }
     void update(const AdamWConfig& adamw, float lr_attn_mult, int step, float grad_scale) {
-        for (const ParamTensor& t : layout()) {
-            AdamWConfig tensor = adamw;
-            tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
-            tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
-            adamw_update(params.data() + t.offset, grads.data() + t.offset, m_.data() + t.offset, v_.data() + t.offset,
-                         t.count, step, tensor, grad_scale);
-        }
+        adamw_update_shard(params.data(), grads.data(), m_.data(), v_.data(), segments_, step, adamw, lr_attn_mult,
+                           grad_scale);
     }
     std::vector<float> logits_at(size_t position) const {
         const float* row = logits() + position * config().padded_vocab_size;
@@ -216,6 +233,7 @@ public:
 
 private:
     std::vector<float> m_, v_;
+    std::vector<ShardSegment> segments_;  // one shard: every tensor whole
 };
 
 // The device: the model type, a line describing it, and its peak dense bf16 rate for MFU (0: unknown).
@@ -234,8 +252,10 @@ static Device open_device() {
                      status != cudaSuccess ? cudaGetErrorString(status) : "the driver reports none");
         std::exit(1);
     }
+    int current = 0;  // the Communicator's choice under data parallel, else 0
+    CUDA_CHECK(cudaGetDevice(&current));
     cudaDeviceProp prop;
-    CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, current));
     // NVIDIA's dense bf16 tensor-core peaks (SXM parts; the H100 PCIe card is slower). The fp32 build
     // runs no bf16 matmuls, so it reports no MFU.
     static const std::pair<const char*, double> peaks[] = {
@@ -311,6 +331,20 @@ static int run(int argc, char** argv) {
     }
     check(o.init.empty() || o.resume.empty(), "--init and --resume exclude each other (resume already has weights)");
     if (o.threads > 0) omp_set_num_threads(o.threads);
+
+#ifdef __CUDACC__
+    const ProcessGroup group = process_group(o.dist, launcher_environment());
+    std::unique_ptr<gpu::Communicator> comm;  // only with several ranks: one process stays the plain trainer
+    if (group.distributed()) comm = std::make_unique<gpu::Communicator>(group, o.dist.nccl_timeout);
+#else
+    const char* one_process = "train_gpt_cpu runs one process; data parallel over several GPUs needs build/train_gpt";
+    // --world-size first: process_group() would ask for the --rank and --dist-init of no use here.
+    check(o.dist.world_size <= 1, format("--world-size %d: %s", o.dist.world_size, one_process));
+    const ProcessGroup group = process_group(o.dist, launcher_environment());
+    check(!group.distributed(), format("world size %d (%s): %s", group.world_size, group.launcher.c_str(), one_process));
+#endif
+    const bool main_rank = group.rank == 0;  // prints, logs, samples, evaluates and saves
+    if (!main_rank) check(std::freopen("/dev/null", "w", stdout) != nullptr, "cannot silence the stdout of rank > 0");
     const Device device = open_device();
 
     DataSources data = load_data(o.data, o.val);
@@ -338,17 +372,22 @@ static int run(int argc, char** argv) {
                                                                   data.train->vocab_size(), file.vocab_size));
         config = file;
     }
+#ifdef __CUDACC__
+    Model model(config, comm && o.dist.zero ? comm.get() : nullptr);  // --zero 1: the ranks share the optimizer state
+#else
     Model model(config);
+#endif
     if (loaded.empty()) model.init(o.seed);
     else model.load_parameters(loaded);
 
-    long long tokens_per_micro = (long long)B * T;
+    long long tokens_per_micro = (long long)B * T * group.world_size;  // one micro-batch of every rank
     long long total_batch = o.total_batch ? o.total_batch : tokens_per_micro;
     check(total_batch % tokens_per_micro == 0,
-          format("--total-batch %lld is not a multiple of --batch * --seq = %lld", total_batch, tokens_per_micro));
+          format("--total-batch %lld is not a multiple of --batch * --seq%s = %lld", total_batch,
+                 group.distributed() ? " * world size" : "", tokens_per_micro));
     const int micro_steps = (int)(total_batch / tokens_per_micro);
 
-    DataLoader train_loader(*data.train, B, T, o.seed, /*shuffle=*/true);
+    DataLoader train_loader(*data.train, B, T, o.seed, /*shuffle=*/true, group.rank, group.world_size);
     std::unique_ptr<DataLoader> val_loader;
     if (data.val) val_loader = std::make_unique<DataLoader>(*data.val, B, T, o.seed, /*shuffle=*/false);
 
@@ -376,27 +415,32 @@ static int run(int argc, char** argv) {
     state.rng.reseed(o.seed);
     if (!resume_dir.empty()) {
         state = load_state(resume_dir + "/state.bin", model.num_parameters());
-        train_loader.set_position(state.data_epoch, state.data_position);
-        model.load_optimizer_state(state.m, state.v);
+        // The position counts batches of batch x world size samples, as saved; the same place in the
+        // sample order under this run's batch and world size (unchanged when they are the same).
+        const json& saved = resumed_config.at("training");
+        const DataPosition position = data_position_for_world(
+            {state.data_epoch, state.data_position}, saved.at("batch").get<int64_t>() * saved.value("world_size", 1),
+            (int64_t)B * group.world_size, (int64_t)train_loader.batches_per_epoch());
+        train_loader.set_position(position.epoch, position.position);
+        model.load_optimizer_state(state.m, state.v);  // full m and v; under ZeRO-1 each rank keeps its shard
     }
     if (state.step >= o.steps) {
         std::printf("%s is at step %lld, --steps is %d: nothing to train\n", resume_dir.c_str(), (long long)state.step, o.steps);
         return 0;
     }
 
-    // The command line a resume replays: the resumed run's, then this run's flags without --resume/--init.
+    // The command line a resume replays: the resumed run's, then this run's flags without PER_LAUNCH_FLAGS.
     std::vector<std::string> saved_argv;
     if (!resume_dir.empty()) saved_argv = resumed_config.at("argv").get<std::vector<std::string>>();
     for (size_t i = 0; i < args.size(); i++) {
-        if (args[i] == "--resume" || args[i] == "--init") {
-            i++;
-            continue;
-        }
-        if (args[i].rfind("--resume=", 0) != 0 && args[i].rfind("--init=", 0) != 0) saved_argv.push_back(args[i]);
+        const std::string& arg = args[i];
+        auto is = [&](const char* flag) { return arg == flag || arg.rfind(std::string(flag) + "=", 0) == 0; };
+        if (std::none_of(std::begin(PER_LAUNCH_FLAGS), std::end(PER_LAUNCH_FLAGS), is)) saved_argv.push_back(arg);
+        else if (arg.find('=') == std::string::npos) i++;  // skip its value too
     }
 
     FILE* log = nullptr;
-    if (!o.log.empty()) {
+    if (!o.log.empty() && main_rank) {
         std::filesystem::path parent = std::filesystem::path(o.log).parent_path();
         if (!parent.empty()) std::filesystem::create_directories(parent);
         log = std::fopen(o.log.c_str(), "a");
@@ -409,6 +453,9 @@ static int run(int argc, char** argv) {
     };
     auto save = [&](int64_t step) {
         if (o.out.empty()) return;
+        model.optimizer_state(state.m, state.v);  // every rank: under ZeRO-1 these two gather the shards
+        const std::vector<float> params = model.parameters();
+        if (!main_rank) return;
         state.step = step;
         state.data_epoch = train_loader.epoch();
         state.data_position = train_loader.position();
@@ -418,14 +465,14 @@ static int run(int argc, char** argv) {
                                   {"total_batch", total_batch}, {"lr", o.lr}, {"lr_min_frac", o.lr_min_frac},
                                   {"lr_attn_mult", o.lr_attn_mult}, {"warmup", o.warmup},
                                   {"weight_decay", o.weight_decay}, {"beta1", o.beta1}, {"beta2", o.beta2},
-                                  {"eps", o.eps}, {"grad_clip", o.grad_clip}, {"seed", o.seed}}},
+                                  {"eps", o.eps}, {"grad_clip", o.grad_clip}, {"seed", o.seed},
+                                  {"world_size", group.world_size}}},
                     {"step", step},
                     {"tokens_seen", state.tokens_seen},
                     {"git_commit", GIT_COMMIT}};
         std::string dir = o.out + "/" + checkpoint_name(step);
         std::filesystem::create_directories(o.out);
-        model.optimizer_state(state.m, state.v);
-        save_checkpoint(dir, config, model.parameters(), state, cfg);
+        save_checkpoint(dir, config, params, state, cfg);
         std::printf("saved %s\n", dir.c_str());
     };
 
@@ -434,9 +481,10 @@ static int run(int argc, char** argv) {
                 human_count((double)model.num_parameters()).c_str(), to_string(config.attention.kind),
                 to_string(config.attention.position),
                 config.attention.bias_window ? format(", distance bias W=%d", config.attention.bias_window).c_str() : "");
-    std::printf("data: %s (%s tokens), val: %s | batch %d x %d, %d micro-steps, %lld tokens/step | %d threads\n",
+    const std::string ranks = group.distributed() ? format(" x %d ranks%s", group.world_size, o.dist.zero ? " (ZeRO-1)" : "") : "";
+    std::printf("data: %s (%s tokens), val: %s | batch %d x %d%s, %d micro-steps, %lld tokens/step | %d threads\n",
                 data.train->description().c_str(), human_count((double)data.train->total_tokens()).c_str(),
-                data.val ? data.val->description().c_str() : "none", B, T, micro_steps, total_batch,
+                data.val ? data.val->description().c_str() : "none", B, T, ranks.c_str(), micro_steps, total_batch,
                 omp_get_max_threads());
     model.reserve(B, T);
     const size_t memory_used = model.device_memory_used();
@@ -455,11 +503,31 @@ static int run(int argc, char** argv) {
     adamw.beta2 = o.beta2;
     adamw.eps = o.eps;
     adamw.weight_decay = o.weight_decay;
+    // With several ranks (train_gpt): reduce_bucket queues the all-reduce of each bucket the last
+    // micro-batch's backward pass finishes (--zero 0), average_gradients completes the average before the
+    // norm (waits for those, or reduce-scatters under --zero 1), mean_over_ranks is what the ranks agree on.
+    GradientsDone reduce_bucket;
+    std::function<void()> average_gradients = [] {};
+    std::function<double(double)> mean_over_ranks = [](double value) { return value; };
+#ifdef __CUDACC__
+    if (comm) {
+        if (!o.dist.zero)
+            reduce_bucket = [&](const std::vector<GradientRange>& ranges) {
+                comm->reduce_gradients_async(model.grads(), ranges, model.stream());
+            };
+        average_gradients = [&] {
+            if (o.dist.zero) comm->reduce_scatter_gradients(model.grads(), model.shards(), model.stream());
+            else comm->wait(model.stream());
+        };
+        mean_over_ranks = [&](double value) { return double(comm->mean_over_ranks(float(value), model.stream())); };
+    }
+#endif
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     const int64_t first_step = state.step;
     double elapsed = 0.0;
     int64_t step = first_step;
-    for (; step < o.steps && !interrupted; step++) {
+    bool stop = false;  // Ctrl-C on any rank: every rank stops after the same step
+    for (; step < o.steps && !stop; step++) {
         auto start = std::chrono::steady_clock::now();
         float lr = cosine_lr((int)step, o.steps, o.warmup, o.lr, o.lr_min_frac);
         model.zero_grad();
@@ -469,18 +537,20 @@ static int run(int argc, char** argv) {
             train_loader.next_batch(inputs.data(), targets.data());
             loss += model.forward(inputs.data(), targets.data(), B, T) / micro_steps;
             train_accuracy += accuracy_of(model, targets);
-            model.backward(1.0 / micro_steps);
+            model.backward(1.0 / micro_steps, micro == micro_steps - 1 ? reduce_bucket : GradientsDone());
         }
+        average_gradients();
         double norm = model.gradient_norm();
         adamw.lr = lr;
         model.update(adamw, o.lr_attn_mult, (int)step + 1, clip_scale(norm, o.grad_clip));
         state.tokens_seen += total_batch;
+        loss = mean_over_ranks(loss);
         peak_memory = std::max(peak_memory, model.device_memory_used());
         // On the GPU the update may still be running: its time counts in the next step's (which waits for it).
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         elapsed += ms / 1000.0;
         double tokens_per_s = total_batch / (ms / 1000.0);
-        double mfu = device.peak_flops ? flops_per_token * tokens_per_s / device.peak_flops : NAN;
+        double mfu = device.peak_flops ? flops_per_token * tokens_per_s / (device.peak_flops * group.world_size) : NAN;
         double eta = elapsed / (step - first_step + 1) * (o.steps - step - 1);
         std::printf("step %*lld/%d | loss %.4f | acc %.3f | lr %.2e | norm %.3f | %.1f ms | %s tok/s%s | eta %s\n",
                     (int)std::to_string(o.steps).size(), (long long)step + 1, o.steps, loss,
@@ -492,7 +562,7 @@ static int run(int argc, char** argv) {
         if (!std::isnan(mfu)) step_line["mfu"] = mfu;
         if (peak_memory) step_line["gpu_memory_peak_bytes"] = peak_memory;
         log_line(step_line);
-        if (o.sample_every && (step + 1) % o.sample_every == 0) {
+        if (main_rank && o.sample_every && (step + 1) % o.sample_every == 0) {
             std::vector<int> tokens = sample(model, state.rng, o.sample_tokens);
             std::string text;
             if (tokenizer) {
@@ -504,7 +574,7 @@ static int run(int argc, char** argv) {
             log_line({{"step", step + 1}, {"sample", text}});
         }
         bool last = step + 1 == o.steps;
-        if ((val_loader || !eval_tasks.empty()) && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
+        if (main_rank && (val_loader || !eval_tasks.empty()) && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
             json line = {{"step", step + 1}};
             if (val_loader) {
                 Evaluation val = evaluate(model, *val_loader, o.eval_batches, B, T, token_bytes);
@@ -524,11 +594,12 @@ static int run(int argc, char** argv) {
             log_line(line);
         }
         if (o.save_every && (step + 1) % o.save_every == 0 && !last) save(step + 1);
+        stop = mean_over_ranks(interrupted) > 0;
     }
     save(step);
     if (peak_memory) std::printf("peak GPU memory in use: %sB\n", human_count((double)peak_memory).c_str());
     if (log) std::fclose(log);
-    if (interrupted) {
+    if (stop) {
         std::fprintf(stderr, "interrupted at step %lld%s\n", (long long)step, o.out.empty() ? "" : " (checkpoint saved)");
         return 130;
     }

@@ -14,6 +14,7 @@
 
 #include "adamw.h"
 #include "cuda_common.cuh"
+#include "distributed.h"
 
 namespace focus::gpu {
 
@@ -70,6 +71,18 @@ inline void sum_of_squares(float* result, const floatX* x, size_t n, cudaStream_
     CUDA_CHECK_LAUNCH();
     add_partials_kernel<<<1, NORM_BLOCKS, 0, stream>>>(result, partials);
     CUDA_CHECK_LAUNCH();
+}
+
+// AdamW on the segments of one rank's shard, the GPU twin of focus::adamw_update_shard (the per-tensor
+// rule, segment_adamw, is written once, in distributed.h): master, m and v hold the shard (indexed by
+// shard_offset), params and grads are full buffers (indexed by offset). With one shard the segments are
+// the whole tensors, so this is the single-GPU update.
+inline void adamw_update_shard(float* master, floatX* params, const floatX* grads, float* m, float* v,
+                               const std::vector<ShardSegment>& segments, int step, const AdamWConfig& base,
+                               float lr_attn_mult, float grad_scale, cudaStream_t stream) {
+    for (const ShardSegment& s : segments)
+        adamw_update(master + s.shard_offset, params + s.offset, grads + s.offset, m + s.shard_offset,
+                     v + s.shard_offset, s.count, step, segment_adamw(base, s, lr_attn_mult), grad_scale, stream);
 }
 
 }  // namespace focus::gpu

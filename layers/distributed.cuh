@@ -8,12 +8,12 @@
 //    the communication stream while the next layer's backward computes, and wait() makes the compute
 //    stream wait for all of it before the optimizer step.
 //  - ZeRO-1 (--zero 1): after the backward pass, reduce_scatter_gradients leaves each rank the average
-//    gradient of its shard (in place, at the shard's offset in the padded buffer); adamw_update_shard
-//    updates the shard's fp32 master weights, m and v (shard_size floats each instead of the full
-//    vector: the memory ZeRO-1 saves) and the shard of the bf16 parameters; all_gather_params
-//    sends every rank the others' updated shards. Checkpoints: gather_shards brings m and v back to
-//    full vectors for state.bin, and loading uploads shard_slice of them (distributed.h), so N GPUs
-//    resume on M.
+//    gradient of its shard (in place, at the shard's offset in the padded buffer); gpu::GPT, given this
+//    communicator as its ShardExchange (gpt.cuh), updates the shard's fp32 master weights, m and v
+//    (shard_size floats each instead of the full vector: the memory ZeRO-1 saves) and the shard of the
+//    bf16 parameters (adamw_update_shard, adamw.cuh), then all_gather_params sends every rank the
+//    others' updated shards. Checkpoints: gather_shards brings m and v back to full vectors for
+//    state.bin, and loading uploads shard_slice of them (distributed.h), so N GPUs resume on M.
 //  - A failed rank ends the job, never hangs it. Every collective runs on the communication stream, and a
 //    watchdog thread polls ncclCommGetAsyncError and that stream: on an NCCL error, or when queued
 //    collectives have not finished after --nccl-timeout seconds, it prints "error: rank R: timeout after
@@ -36,9 +36,9 @@
 #include <thread>
 #include <vector>
 
-#include "adamw.cuh"
 #include "cuda_common.cuh"
 #include "distributed.h"
+#include "gpt.cuh"
 
 namespace focus::gpu {
 
@@ -50,17 +50,8 @@ constexpr ncclDataType_t NCCL_FLOATX = ncclFloat32;
 constexpr ncclDataType_t NCCL_FLOATX = ncclBfloat16;
 #endif
 
-// AdamW on the segments of one rank's shard, the GPU twin of focus::adamw_update_shard: master, m and v
-// hold the shard (indexed by shard_offset), params and grads are full buffers (indexed by offset).
-inline void adamw_update_shard(float* master, floatX* params, const floatX* grads, float* m, float* v,
-                               const std::vector<ShardSegment>& segments, int step, const AdamWConfig& base,
-                               float lr_attn_mult, float grad_scale, cudaStream_t stream) {
-    for (const ShardSegment& s : segments)
-        adamw_update(master + s.shard_offset, params + s.offset, grads + s.offset, m + s.shard_offset,
-                     v + s.shard_offset, s.count, step, segment_adamw(base, s, lr_attn_mult), grad_scale, stream);
-}
-
-class Communicator {
+// The ShardExchange that gpu::GPT uses under ZeRO-1 (gpt.cuh), and the trainer's other collectives.
+class Communicator : public ShardExchange {
 public:
     // Every rank calls this: it selects GPU local_rank (or the only one the process sees), shares NCCL's id
     // (distributed.h) and creates the communicator. It throws if the other ranks do not all arrive within
@@ -96,7 +87,7 @@ public:
         watchdog_ = std::thread([this] { watchdog(); });
     }
 
-    ~Communicator() {
+    ~Communicator() override {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stopping_ = true;
@@ -112,7 +103,7 @@ public:
     Communicator(const Communicator&) = delete;
     Communicator& operator=(const Communicator&) = delete;
 
-    const ProcessGroup& group() const { return group_; }
+    const ProcessGroup& group() const override { return group_; }
 
     // ---- plain data parallel ----------------------------------------------------------------------
 
@@ -150,7 +141,7 @@ public:
     }
 
     // Every rank's shard of params (padded_count() values) goes to every rank, in place.
-    void all_gather_params(floatX* params, const ShardLayout& shards, cudaStream_t stream) {
+    void all_gather_params(floatX* params, const ShardLayout& shards, cudaStream_t stream) override {
         check_layout(shards);
         const floatX* own = params + shards.shard_size * size_t(group_.rank);
         collective(stream, "the parameter all-gather", [&] {
@@ -162,7 +153,7 @@ public:
 
     // The full vector (parameter_count values) from every rank's shard_size values of shard: m or v for
     // state.bin. Every rank must call it; every rank gets the result (rank 0 writes it).
-    std::vector<float> gather_shards(const float* shard, const ShardLayout& shards, cudaStream_t stream) {
+    std::vector<float> gather_shards(const float* shard, const ShardLayout& shards, cudaStream_t stream) override {
         check_layout(shards);
         DeviceBuffer<float> full(shards.padded_count());
         collective(stream, "the optimizer-state gather", [&] {
@@ -179,7 +170,7 @@ public:
     // ---- both -------------------------------------------------------------------------------------
 
     // Sums count floats over the ranks, in place, ordered on stream: the shards' squared gradient norms.
-    void all_reduce_sum(float* values, size_t count, cudaStream_t stream) {
+    void all_reduce_sum(float* values, size_t count, cudaStream_t stream) override {
         collective(stream, "a sum over the ranks", [&] {
             settle(ncclAllReduce(values, values, count, ncclFloat32, ncclSum, comm_, comm_stream_),
                    "queueing a sum over the ranks");

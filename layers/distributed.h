@@ -524,16 +524,18 @@ inline std::vector<ShardSegment> shard_segments(const std::vector<ParamTensor>& 
 }
 
 // The AdamW settings of a segment's tensor, given the step's learning rate and the run's weight decay in
-// base: theta and the distance bias train at lr * lr_attn_mult, only matrices and embeddings decay.
+// base: theta and the distance bias train at lr * lr_attn_mult, only matrices and embeddings decay. The
+// one place this rule is written: both trainers update through shard segments (with one shard they are
+// the whole tensors).
 inline AdamWConfig segment_adamw(AdamWConfig base, const ShardSegment& segment, float lr_attn_mult) {
     if (segment.attention_param) base.lr = base.lr * lr_attn_mult;
     if (!segment.weight_decay) base.weight_decay = 0.0f;
     return base;
 }
 
-// One rank's optimizer step under ZeRO-1 on the CPU (distributed.cuh does the same on the GPU): params
-// and grads are full vectors (grads already averaged over the ranks), m and v this rank's shard. With
-// world size 1 it is exactly the single-process per-tensor loop.
+// One rank's optimizer step under ZeRO-1 on the CPU (adamw.cuh does the same on the GPU): params and
+// grads are full vectors (grads already averaged over the ranks), m and v this rank's shard. With world
+// size 1 it is the per-tensor loop of train_gpt_cpu, which calls it so.
 template <typename Real>
 void adamw_update_shard(Real* params, const Real* grads, Real* m, Real* v, const std::vector<ShardSegment>& segments,
                         int step, const AdamWConfig& base, float lr_attn_mult, float grad_scale) {
@@ -581,6 +583,9 @@ struct GradientBuckets {
     std::vector<std::vector<GradientRange>> layers;
     std::vector<GradientRange> rest;
 };
+
+// What the backward pass calls with each bucket it finishes (the trainer queues its all-reduce).
+using GradientsDone = std::function<void(const std::vector<GradientRange>&)>;
 
 inline GradientBuckets gradient_buckets(const std::vector<ParamTensor>& layout, int num_layers) {
     static const char* const WHOLE_MODEL_TENSORS[] = {"wte", "wpe", "lnfw", "lnfb"};

@@ -7,15 +7,24 @@
 //             fc matmul with GELU in its epilogue (matmul_gelu_forward), fcproj matmul, and
 //             residual3 = residual2 + fcproj fused with the next LayerNorm (the next layer's ln1, or lnf);
 //             logits = lnf @ wte^T; losses = cross-entropy (float, [B, T], copied to the host).
-//   backward  gpt.h's backward, kernel for kernel; dlogits overwrite the logits in place.
+//   backward  gpt.h's backward, kernel for kernel; dlogits overwrite the logits in place. It can hand
+//             each layer's finished gradients to the caller (data parallel: their all-reduce runs while
+//             the layers below compute).
 //   attention the fused kernels of attention/flash_attention.cuh where they apply (softmax and elastic,
 //             head size 32, 64 or 128), the straightforward ones of attention/attention.cuh otherwise;
 //             both through one dispatch (attention_forward/backward below).
 //   update    AdamW per tensor of the layout (the trainer's rule: theta and bias at lr * lr_attn_mult,
 //             decay on matrices and embeddings only), on fp32 master weights.
+//   ZeRO-1    given a ShardExchange (the other ranks: distributed.cuh's Communicator), the model keeps
+//             master, m and v for its own shard of the parameters only (distributed.h's ShardLayout),
+//             updates that shard and all-gathers the parameters; the gradient norm adds up the ranks'
+//             shards. The caller reduce-scatters the gradients before gradient_norm(). Without one, the
+//             layout is a single shard: the whole vector, the single-GPU model.
 // Memory, all on the device, one allocation per buffer:
 //   parameters  master (float) and params (floatX, what the kernels read: master rounded), grads
-//               (floatX, accumulated over micro-batches), AdamW m and v (float); each [P] in layout order.
+//               (floatX, accumulated over micro-batches), AdamW m and v (float), in layout order. params
+//               and grads hold the shards end to end (P rounded up to the shards, zero past P), master, m
+//               and v one shard (P rounded up to SHARD_ALIGNMENT with one shard).
 //   activations one buffer per kind, [L, ...] for the per-layer ones (layer l's slice at l * its size for
 //               the current B, T), sized for the largest B * T (and B * T * T for probs) seen so far:
 //               ln1, ln2, atty, residual2, residual3 [L, N, C]; LayerNorm mean/rstd [L, N] (float);
@@ -37,6 +46,7 @@
 #include "../attention/flash_attention.cuh"
 #include "adamw.cuh"
 #include "crossentropy.cuh"
+#include "distributed.h"
 #include "encoder.cuh"
 #include "gelu.cuh"
 #include "gpt.h"
@@ -44,6 +54,21 @@
 #include "matmul.cuh"
 
 namespace focus::gpu {
+
+// What gpu::GPT needs from the other ranks when its optimizer state is sharded (ZeRO-1). Communicator
+// (distributed.cuh) is the one implementation; the model sees only this, so that this file, and every
+// program that includes it, builds and links without NCCL.
+class ShardExchange {
+public:
+    virtual ~ShardExchange() = default;
+    virtual const ProcessGroup& group() const = 0;
+    // values (device, count floats) summed over the ranks, in place, ordered on stream
+    virtual void all_reduce_sum(float* values, size_t count, cudaStream_t stream) = 0;
+    // every rank's shard of params (padded_count() values) to every rank, in place
+    virtual void all_gather_params(floatX* params, const ShardLayout& shards, cudaStream_t stream) = 0;
+    // the full vector (parameter_count values) from every rank's shard; every rank must call it
+    virtual std::vector<float> gather_shards(const float* shard, const ShardLayout& shards, cudaStream_t stream) = 0;
+};
 
 inline std::string human_bytes(size_t bytes) {
     return bytes >= (size_t(1) << 30) ? format("%.1f GiB", bytes / double(size_t(1) << 30))
@@ -65,20 +90,26 @@ DeviceBuffer<T> allocate(const std::string& name, size_t count, const char* advi
 
 class GPT {
 public:
-    explicit GPT(const GPTConfig& config) : config_(config), layout_(parameter_layout(config)) {
+    // sharded_over: the ranks that share the optimizer state (ZeRO-1), or nullptr to keep all of it.
+    explicit GPT(const GPTConfig& config, ShardExchange* sharded_over = nullptr)
+        : config_(config), layout_(parameter_layout(config)), exchange_(sharded_over) {
         validate(config_);
         flash_ = flash_attention_supports(config_.attention, config_.head_size());
+        rank_ = exchange_ ? exchange_->group().rank : 0;
+        shards_ = shard_layout(parameter_count(layout_), exchange_ ? exchange_->group().world_size : 1);
+        segments_ = shard_segments(layout_, shards_, rank_);
+        buckets_ = gradient_buckets(layout_, config_.num_layers);
         CUDA_CHECK(cudaStreamCreate(&stream_));
-        const size_t P = parameter_count(layout_);
+        const size_t padded = shards_.padded_count(), shard = shards_.shard_size;
         const char* advice = "the model does not fit this GPU";
-        master_ = allocate<float>("parameters.master", P, advice);
-        params_ = allocate<floatX>("parameters.params", P, advice);
-        grads_ = allocate<floatX>("parameters.grads", P, advice);
-        m_ = allocate<float>("optimizer.m", P, advice);
-        v_ = allocate<float>("optimizer.v", P, advice);
+        master_ = allocate<float>("parameters.master", shard, advice);
+        params_ = allocate<floatX>("parameters.params", padded, advice);
+        grads_ = allocate<floatX>("parameters.grads", padded, advice);
+        m_ = allocate<float>("optimizer.m", shard, advice);
+        v_ = allocate<float>("optimizer.v", shard, advice);
         norm_ = allocate<float>("optimizer.norm", 1, advice);
-        CUDA_CHECK(cudaMemsetAsync(m_.data(), 0, P * sizeof(float), stream_));
-        CUDA_CHECK(cudaMemsetAsync(v_.data(), 0, P * sizeof(float), stream_));
+        CUDA_CHECK(cudaMemsetAsync(m_.data(), 0, shard * sizeof(float), stream_));
+        CUDA_CHECK(cudaMemsetAsync(v_.data(), 0, shard * sizeof(float), stream_));
         zero_grad();
     }
     ~GPT() { cudaStreamDestroy(stream_); }
@@ -87,7 +118,11 @@ public:
 
     const GPTConfig& config() const { return config_; }
     const std::vector<ParamTensor>& layout() const { return layout_; }
-    size_t num_parameters() const { return master_.size(); }
+    size_t num_parameters() const { return shards_.parameter_count; }
+    // For the trainer's collectives: the gradient buffer (padded_count() values), its stream, the shards.
+    floatX* grads() { return grads_.data(); }
+    cudaStream_t stream() const { return stream_; }
+    const ShardLayout& shards() const { return shards_; }
 
     // gpt.h's initialisation (on the host, the same numbers as GPT<float>::init), then uploaded.
     void init(uint64_t seed) {
@@ -98,22 +133,23 @@ public:
     void load_parameters(const std::vector<float>& host) {
         check(host.size() == num_parameters(),
               format("%zu parameters given to a model of %zu", host.size(), num_parameters()));
-        master_.upload(host);
-        params_.upload(std::vector<floatX>(host.begin(), host.end()));
+        master_.upload(shard_slice(host, shards_, rank_));
+        std::vector<floatX> padded(shards_.padded_count(), floatX(0.0f));
+        std::copy(host.begin(), host.end(), padded.begin());
+        params_.upload(padded);
     }
-    std::vector<float> parameters() const { return master_.download(); }
-    std::vector<float> gradients() const {
-        const std::vector<floatX> g = grads_.download();
-        return std::vector<float>(g.begin(), g.end());
-    }
-    // AdamW's moments, for checkpoints (state.bin).
+    // Under ZeRO-1 every rank must call parameters() and optimizer_state(): they gather the shards.
+    std::vector<float> parameters() const { return whole(master_); }
+    // The accumulated gradients (under ZeRO-1, after the reduce-scatter, only this rank's shard is current).
+    std::vector<float> gradients() const { return download(grads_.data(), num_parameters()); }
+    // AdamW's moments, for checkpoints (state.bin): always the full vectors, whatever the world size.
     void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
-        m_.upload(m);
-        v_.upload(v);
+        m_.upload(shard_slice(m, shards_, rank_));
+        v_.upload(shard_slice(v, shards_, rank_));
     }
     void optimizer_state(std::vector<float>& m, std::vector<float>& v) const {
-        m = m_.download();
-        v = v_.download();
+        m = whole(m_);
+        v = whole(v_);
     }
 
     void zero_grad() { CUDA_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.size() * sizeof(floatX), stream_)); }
@@ -186,8 +222,9 @@ public:
     }
 
     // gpt.h's backward: accumulates d(loss_scale * mean loss)/d(params) into the gradients. Consumes the
-    // logits of the last forward (they are overwritten by their gradient).
-    void backward(double loss_scale = 1.0) {
+    // logits of the last forward (they are overwritten by their gradient). done, if given, is called with
+    // each bucket of gradient_buckets as soon as its kernels are queued: layer L-1 first, the embeddings last.
+    void backward(double loss_scale = 1.0, const GradientsDone& done = nullptr) {
         check(has_targets_, "backward() needs a forward() with targets");
         const size_t counted = target_count();
         check(counted > 0, "backward() with no position that has a target");
@@ -231,30 +268,35 @@ public:
                             x.ln1, p.qkvw + size_t(l) * 3 * C * C, N, C, 3 * C, stream_);
             layernorm_backward(d.dresidual.data(), g.ln1w + size_t(l) * C, g.ln1b + size_t(l) * C, d.dln.data(),
                                residual, p.ln1w + size_t(l) * C, x.ln1_mean, x.ln1_rstd, N, C, stream_);
+            if (done) done(buckets_.layers[l]);
         }
         encoder_backward(g.wte, g.wpe, d.dresidual.data(), tokens_.data(), B, T, C, stream_);
+        if (done) done(buckets_.rest);
         has_targets_ = false;
     }
 
-    // sqrt(sum of squared gradients), the global norm that clipping uses.
+    // sqrt(sum of squared gradients), the global norm that clipping uses. Under ZeRO-1 each rank adds up
+    // its own shard of the reduce-scattered gradients, and the ranks' sums are added.
     double gradient_norm() {
-        sum_of_squares(norm_.data(), grads_.data(), grads_.size(), stream_);
+        if (exchange_) {
+            sum_of_squares(norm_.data(), grads_.data() + shards_.shard_size * rank_, shards_.shard_size, stream_);
+            exchange_->all_reduce_sum(norm_.data(), 1, stream_);
+        } else {
+            sum_of_squares(norm_.data(), grads_.data(), num_parameters(), stream_);
+        }
         float sum = 0.0f;
         CUDA_CHECK(cudaMemcpyAsync(&sum, norm_.data(), sizeof(float), cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         return std::sqrt(double(sum));
     }
 
-    // AdamW on every tensor of the layout: adamw.lr for most, adamw.lr * lr_attn_mult for theta and the
-    // distance bias; adamw.weight_decay on matrices and embeddings, none on the rest.
+    // AdamW on every tensor of the layout (of this rank's shard under ZeRO-1, then the all-gather):
+    // adamw.lr for most, adamw.lr * lr_attn_mult for theta and the distance bias; adamw.weight_decay on
+    // matrices and embeddings, none on the rest (segment_adamw).
     void update(const AdamWConfig& adamw, float lr_attn_mult, int step, float grad_scale) {
-        for (const ParamTensor& t : layout_) {
-            AdamWConfig tensor = adamw;
-            tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
-            tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
-            adamw_update(master_.data() + t.offset, params_.data() + t.offset, grads_.data() + t.offset,
-                         m_.data() + t.offset, v_.data() + t.offset, t.count, step, tensor, grad_scale, stream_);
-        }
+        adamw_update_shard(master_.data(), params_.data(), grads_.data(), m_.data(), v_.data(), segments_, step,
+                           adamw, lr_attn_mult, grad_scale, stream_);
+        if (exchange_) exchange_->all_gather_params(params_.data(), shards_, stream_);
     }
 
     // After forward(): per-position losses [B, T] on the host (0 where the target is -1).
@@ -417,6 +459,11 @@ private:
                                     x.qkv_rot, theta(p.theta, l), bias(p.bias, l), B_, T_, C, NH, stream_);
     }
 
+    // The full per-parameter vector (parameter_count values) from a shard-sized buffer: master, m or v.
+    std::vector<float> whole(const DeviceBuffer<float>& shard) const {
+        return exchange_ ? exchange_->gather_shards(shard.data(), shards_, stream_) : download(shard.data(), num_parameters());
+    }
+
     // count elements from the device, as floats, once the stream has finished writing them.
     template <typename T>
     std::vector<float> download(const T* device, size_t count) const {
@@ -438,6 +485,11 @@ private:
 
     GPTConfig config_;
     std::vector<ParamTensor> layout_;
+    ShardExchange* exchange_;  // nullptr: one shard, the whole optimizer state on this GPU
+    int rank_ = 0;
+    ShardLayout shards_;
+    std::vector<ShardSegment> segments_;  // this rank's shard, by tensor
+    GradientBuckets buckets_;
     bool flash_ = false;  // attention by the fused kernels
     cudaStream_t stream_ = nullptr;
     DeviceBuffer<float> master_, m_, v_, norm_;

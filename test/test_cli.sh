@@ -2,8 +2,9 @@
 # End-to-end tests of the trainer binary: bad input gives one clear line and a non-zero exit,
 # training lowers the loss, --resume continues bit-exactly, checkpoints are refused when they do
 # not match the flags, task data trains with accuracies logged, --sample-every samples (and resumes
-# bit-exactly), the GPU trainer (when built) says in one line that there is no GPU, and the
-# semantic-focus sweep script runs. Usage: bash test/test_cli.sh BUILD_DIR
+# bit-exactly), the GPU trainer (when built) says in one line that there is no GPU, the CPU trainer
+# refuses several ranks and bad --dist-init values, and the semantic-focus sweep script runs.
+# Usage: bash test/test_cli.sh BUILD_DIR
 set -u
 build=${1:-build}
 train="$build/train_gpt_cpu"
@@ -156,6 +157,32 @@ else
     expect_error "train_gpt exits with one line naming train_gpt_cpu" \
         "^train_gpt: no usable CUDA device (.*): use build/train_gpt_cpu$" "${tiny[@]}" --steps 1
     train=$saved_train
+fi
+
+echo "cli: data parallel flags"
+expect_error "train_gpt_cpu with --world-size 2" \
+    "^error: --world-size 2: train_gpt_cpu runs one process; data parallel over several GPUs needs build/train_gpt$" \
+    "${tiny[@]}" --world-size 2
+RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 expect_error "train_gpt_cpu as rank 1 of a launch" \
+    "^error: world size 2 (torchrun-style): train_gpt_cpu runs one process" "${tiny[@]}"
+expect_error "--dist-init of no known kind" "^error: --dist-init nccl://x: expected file:PATH or tcp:HOST:PORT$" \
+    --dist-init nccl://x
+expect_error "--dist-init tcp without a port" "^error: --dist-init tcp:node1: expected tcp:HOST:PORT$" --dist-init tcp:node1
+expect_error "--dist-init tcp with a bad port" "^error: --dist-init tcp:node1:99999: port '99999' is not a number" \
+    --dist-init tcp:node1:99999
+expect_error "--dist-init file without a path" "^error: --dist-init file:PATH needs a path$" --dist-init file:
+expect_error "--zero 2" "error: .*--zero" --zero 2
+# one process with the flags of a 1-rank launch trains as usual; a resume does not replay them
+if "$train" "${tiny[@]}" --steps 2 --rank 0 --world-size 1 --zero 1 --nccl-timeout 10 --out "$tmp/one" >/dev/null 2>&1 &&
+    python3 -c "
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c['training']['world_size'] == 1, c['training']
+assert not any(a in c['argv'] for a in ['--rank', '--world-size', '--zero', '--nccl-timeout']), c['argv']" \
+        "$tmp/one/ckpt_00000002/config.json"; then
+    pass "config.json records world_size 1 and no per-launch flags"
+else
+    fail "config.json records world_size 1 and no per-launch flags"
 fi
 
 echo "cli: task data"

@@ -11,11 +11,16 @@
 //  - the loss and the per-position losses (0 at the -1 targets on both sides);
 //  - every gradient tensor of the layout, by name;
 //  - the AdamW update: the CPU's adamw_update (in double) applied with the trainer's per-tensor rule
-//    (lr * lr_attn_mult = 3 for theta and the bias table, weight decay on matrices and embeddings only)
-//    to the GPU's own gradients, so that only the update is measured; lr_attn_mult = 3 and weight decay
+//    (lr * lr_attn_mult = 3 for theta and the bias table, weight decay on matrices and embeddings only;
+//    the CPU's adamw_update_shard over one shard, as train_gpt_cpu does) to the GPU's own gradients, so that only the update is measured; lr_attn_mult = 3 and weight decay
 //    0.1 make a wrong rule an error of order 1 (multiplier) or 1e-4 (decay), far above the tolerance;
 //  - the loss after the update (the floatX copy of the updated master weights is what the forward reads);
 //  - two identical steps give bit-identical gradients.
+// Then the data-parallel path on one rank (softmax, learned positions): a 1-rank NCCL Communicator
+// (layers/distributed.cuh) with the overlapped all-reduce (--zero 0), and as the model's ShardExchange
+// (--zero 1: reduce-scatter, sharded update, all-gather, the norm summed over ranks), takes two training
+// steps bit-identical to the plain model's: parameters, AdamW's moments, norms and losses. An average
+// over one rank is a copy, so any difference is the wiring (buffers, offsets, segments), not rounding.
 // Tolerances (none calibrated on a GPU yet):
 //  - master weights after AdamW: float on both builds, from identical gradients: FP32_TOLERANCE.
 //  - fp32 build: loss 1e-4, gradients 1e-3. The stored fp32 results alone would stay near 1e-5 (~40
@@ -33,6 +38,7 @@
 #include <cstring>
 
 #include "../layers/adamw.h"
+#include "../layers/distributed.cuh"
 #include "../layers/gpt.cuh"
 #include "../layers/gpt.h"
 #include "gpu_check.h"
@@ -127,13 +133,9 @@ void test_training_step(const focus::GPTConfig& config) {
                                                1.0f);
     gpu.update(adamw, lr_attn_mult, step, grad_scale);
     std::vector<double> master(initial.begin(), initial.end()), m(initial.size(), 0.0), v(initial.size(), 0.0);
-    for (const focus::ParamTensor& t : gpu.layout()) {
-        focus::AdamWConfig tensor = adamw;
-        tensor.lr = t.attention_param ? adamw.lr * lr_attn_mult : adamw.lr;
-        tensor.weight_decay = t.weight_decay ? adamw.weight_decay : 0.0f;
-        focus::adamw_update(master.data() + t.offset, grad_values.data() + t.offset, m.data() + t.offset,
-                            v.data() + t.offset, t.count, step, tensor, grad_scale);
-    }
+    focus::adamw_update_shard(master.data(), grad_values.data(), m.data(), v.data(),
+                              focus::shard_segments(gpu.layout(), focus::shard_layout(initial.size(), 1), 0), step,
+                              adamw, lr_attn_mult, grad_scale);
     const std::vector<float> updated = gpu.parameters();
     for (const focus::ParamTensor& t : gpu.layout())
         expect_close("model AdamW update " + t.name, shape, slice(updated, t), slice(master, t), FP32_TOLERANCE);
@@ -143,6 +145,68 @@ void test_training_step(const focus::GPTConfig& config) {
     const double gpu_loss_after = gpu.forward(tokens.data(), targets.data(), B, T);
     const double cpu_loss_after = cpu.forward(tokens.data(), targets.data(), B, T);
     expect_close("model loss after the update", shape, {gpu_loss_after}, {cpu_loss_after}, LOSS_TOLERANCE);
+}
+
+// Two of the trainer's steps (train_gpt.cu) with a 1-rank communicator against the plain model's.
+void test_one_rank_data_parallel(const focus::GPTConfig& config) {
+    const std::string shape = "1 rank, softmax, learned";
+    const int B = 2, T = config.max_seq_len;
+    const size_t N = size_t(B) * T;
+    Rng rng(4242);
+    std::vector<int> tokens(N), targets(N);
+    for (size_t i = 0; i < N; i++) {
+        tokens[i] = int(rng.below(config.vocab_size));
+        targets[i] = int(rng.below(config.vocab_size));
+    }
+    focus::gpu::Communicator comm(focus::ProcessGroup(), 60.0);
+    focus::gpu::GPT plain(config), replicated(config), sharded(config, &comm);
+    focus::AdamWConfig adamw;
+    adamw.lr = 1e-2f;
+    adamw.weight_decay = 0.1f;
+    struct StepResult {
+        double loss, norm;
+    };
+    // zero 0 overlaps the all-reduce with the backward pass; zero 1 reduce-scatters after it
+    auto train_step = [&](focus::gpu::GPT& model, int step, bool overlap, bool scatter) {
+        model.zero_grad();
+        const double loss = model.forward(tokens.data(), targets.data(), B, T);
+        focus::GradientsDone reduce;
+        if (overlap)
+            reduce = [&](const std::vector<focus::GradientRange>& ranges) {
+                comm.reduce_gradients_async(model.grads(), ranges, model.stream());
+            };
+        model.backward(1.0, reduce);
+        if (overlap) comm.wait(model.stream());
+        if (scatter) comm.reduce_scatter_gradients(model.grads(), model.shards(), model.stream());
+        const double norm = model.gradient_norm();
+        adamw.lr = 1e-2f;
+        model.update(adamw, 3.0f, step, focus::clip_scale(norm, 0.5f));
+        return StepResult{loss, norm};
+    };
+    for (focus::gpu::GPT* model : {&plain, &replicated, &sharded}) model->init(1337);
+    for (int step = 1; step <= 2; step++) {
+        const StepResult want = train_step(plain, step, false, false);
+        const StepResult zero0 = train_step(replicated, step, true, false);
+        const StepResult zero1 = train_step(sharded, step, false, true);
+        const std::pair<const char*, StepResult> results[] = {{"--zero 0", zero0}, {"--zero 1", zero1}};
+        for (const auto& [name, got] : results) {
+            const bool same = got.loss == want.loss && got.norm == want.norm;
+            record(format("data parallel %s step %d: loss and norm bit-identical", name, step), shape, same,
+                   same ? 0 : INFINITY, 0, same ? "identical" : format("loss %.9g vs %.9g, norm %.9g vs %.9g", got.loss,
+                                                                   want.loss, got.norm, want.norm));
+        }
+    }
+    std::vector<float> m, v, want_m, want_v;
+    plain.optimizer_state(want_m, want_v);
+    const std::vector<float> want_params = plain.parameters();
+    const std::pair<const char*, focus::gpu::GPT*> models[] = {{"--zero 0", &replicated}, {"--zero 1", &sharded}};
+    for (const auto& [name, model] : models) {
+        model->optimizer_state(m, v);
+        const std::vector<float> params = model->parameters();
+        const bool same = params == want_params && m == want_m && v == want_v;
+        record(format("data parallel %s: parameters, m and v bit-identical after 2 steps", name), shape, same,
+               same ? 0 : INFINITY, 0, same ? "identical" : "they differ");
+    }
 }
 
 }  // namespace
@@ -158,6 +222,10 @@ void model_tests() {
                 if (focus::gpu::flash_attention_supports(small_config(kind, position, bias, 2).attention, 32))
                     run("model", [=] { test_training_step(small_config(kind, position, bias, 2)); });
             }
+    // Size::large only to keep NCCL out of the sanitizer run (test_gpu --small): its kernels and memory are
+    // not what that run checks.
+    run("model", [] { test_one_rank_data_parallel(small_config(AttentionKind::softmax, PositionKind::learned, false, 4)); },
+        Size::large);
 }
 
 }  // namespace gpu_check
