@@ -341,7 +341,8 @@ static int run(int argc, char** argv) {
     // --world-size first: process_group() would ask for the --rank and --dist-init of no use here.
     check(o.dist.world_size <= 1, format("--world-size %d: %s", o.dist.world_size, one_process));
     const ProcessGroup group = process_group(o.dist, launcher_environment());
-    check(!group.distributed(), format("world size %d (%s): %s", group.world_size, group.launcher.c_str(), one_process));
+    check(!group.distributed(),
+          format("world size %d (%s): %s", group.world_size, group.launcher.c_str(), one_process));
 #endif
     const bool main_rank = group.rank == 0;  // prints, logs, samples, evaluates and saves
     if (!main_rank) check(std::freopen("/dev/null", "w", stdout) != nullptr, "cannot silence the stdout of rank > 0");
@@ -481,7 +482,8 @@ static int run(int argc, char** argv) {
                 human_count((double)model.num_parameters()).c_str(), to_string(config.attention.kind),
                 to_string(config.attention.position),
                 config.attention.bias_window ? format(", distance bias W=%d", config.attention.bias_window).c_str() : "");
-    const std::string ranks = group.distributed() ? format(" x %d ranks%s", group.world_size, o.dist.zero ? " (ZeRO-1)" : "") : "";
+    const std::string ranks =
+        group.distributed() ? format(" x %d ranks%s", group.world_size, o.dist.zero ? " (ZeRO-1)" : "") : "";
     std::printf("data: %s (%s tokens), val: %s | batch %d x %d%s, %d micro-steps, %lld tokens/step | %d threads\n",
                 data.train->description().c_str(), human_count((double)data.train->total_tokens()).c_str(),
                 data.val ? data.val->description().c_str() : "none", B, T, ranks.c_str(), micro_steps, total_batch,
@@ -574,7 +576,8 @@ static int run(int argc, char** argv) {
             log_line({{"step", step + 1}, {"sample", text}});
         }
         bool last = step + 1 == o.steps;
-        if (main_rank && (val_loader || !eval_tasks.empty()) && ((o.eval_every && (step + 1) % o.eval_every == 0) || last)) {
+        const bool evaluate_now = (o.eval_every && (step + 1) % o.eval_every == 0) || last;
+        if (main_rank && (val_loader || !eval_tasks.empty()) && evaluate_now) {
             json line = {{"step", step + 1}};
             if (val_loader) {
                 Evaluation val = evaluate(model, *val_loader, o.eval_batches, B, T, token_bytes);

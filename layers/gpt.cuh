@@ -461,7 +461,8 @@ private:
 
     // The full per-parameter vector (parameter_count values) from a shard-sized buffer: master, m or v.
     std::vector<float> whole(const DeviceBuffer<float>& shard) const {
-        return exchange_ ? exchange_->gather_shards(shard.data(), shards_, stream_) : download(shard.data(), num_parameters());
+        if (exchange_) return exchange_->gather_shards(shard.data(), shards_, stream_);
+        return download(shard.data(), num_parameters());
     }
 
     // count elements from the device, as floats, once the stream has finished writing them.

@@ -62,7 +62,8 @@ AdamWConfig base_adamw() {
     return config;
 }
 
-// One rank, the single-process trainer's loop written out (train_gpt.cu), the reference.
+// One rank, the per-tensor rule written out here on its own (the trainers take it from segment_adamw over
+// one shard), the reference.
 void single_rank_step(const std::vector<ParamTensor>& layout, std::vector<float>& params, const std::vector<float>& grads,
                       std::vector<float>& m, std::vector<float>& v, int step) {
     AdamWConfig adamw = base_adamw();

@@ -12,8 +12,9 @@
 //  - every gradient tensor of the layout, by name;
 //  - the AdamW update: the CPU's adamw_update (in double) applied with the trainer's per-tensor rule
 //    (lr * lr_attn_mult = 3 for theta and the bias table, weight decay on matrices and embeddings only;
-//    the CPU's adamw_update_shard over one shard, as train_gpt_cpu does) to the GPU's own gradients, so that only the update is measured; lr_attn_mult = 3 and weight decay
-//    0.1 make a wrong rule an error of order 1 (multiplier) or 1e-4 (decay), far above the tolerance;
+//    adamw_update_shard over one shard, as train_gpt_cpu does) to the GPU's own gradients, so that
+//    only the update is measured; lr_attn_mult = 3 and weight decay 0.1 make a wrong rule an error of
+//    order 1 (multiplier) or 1e-4 (decay), far above the tolerance;
 //  - the loss after the update (the floatX copy of the updated master weights is what the forward reads);
 //  - two identical steps give bit-identical gradients.
 // Then the data-parallel path on one rank (softmax, learned positions): a 1-rank NCCL Communicator
@@ -224,7 +225,8 @@ void model_tests() {
             }
     // Size::large only to keep NCCL out of the sanitizer run (test_gpu --small): its kernels and memory are
     // not what that run checks.
-    run("model", [] { test_one_rank_data_parallel(small_config(AttentionKind::softmax, PositionKind::learned, false, 4)); },
+    run("model",
+        [] { test_one_rank_data_parallel(small_config(AttentionKind::softmax, PositionKind::learned, false, 4)); },
         Size::large);
 }
 
