@@ -146,11 +146,13 @@ $(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl
 
 # On a GPU machine: the NCCL path of data-parallel training on one rank, then over every GPU of this node
-# (each collective's result checked, then timed; see dev/DISTRIBUTED.md).
+# (each collective's result checked, then timed; see dev/DISTRIBUTED.md), then with 2 or more GPUs
+# train_gpt over all of them against one (dev/distributed_train_check.sh).
 .PHONY: distributed-check
-distributed-check: $(BUILD)/bench_allreduce
+distributed-check: $(BUILD)/bench_allreduce $(BUILD)/train_gpt
 	./$(BUILD)/bench_allreduce --require-gpu
 	@gpus=$$(nvidia-smi -L 2>/dev/null | wc -l); if [ "$$gpus" -gt 1 ]; then \
 	  bash scripts/launch_single_node.sh $$gpus ./$(BUILD)/bench_allreduce --require-gpu; fi
+	bash dev/distributed_train_check.sh $(BUILD)
 
 -include $(wildcard $(BUILD)/test/*.d $(BUILD)/*.d)
