@@ -85,11 +85,11 @@ $(BUILD)/test/%.o: test/%.cpp | deps
 $(BUILD)/test_focus: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
-# Compile every .cu file for sm_80 and sm_90; needs nvcc, not a GPU. (test/test_gpu*.cu are left out:
-# `make test` builds and links them anyway.)
+# Compile every .cu file for sm_80 and sm_90; needs nvcc, not a GPU. (The trainer, the evaluator and the
+# GPU tests are left out: `make test` builds them with nvcc anyway.)
 nvcc-check: | deps
 	@if [ -z "$(NVCC)" ]; then echo "nvcc not found: skipping the CUDA compile check"; else \
-	  mkdir -p $(BUILD)/nvcc && for f in $$(git ls-files '*.cu' ':!test/test_gpu*.cu'); do \
+	  mkdir -p $(BUILD)/nvcc && for f in $$(git ls-files '*.cu' ':!test/test_gpu*.cu' ':!train_gpt.cu' ':!eval_gpt.cu'); do \
 	    echo "nvcc $$f (sm_80, sm_90)"; \
 	    $(NVCC) $(NVCCFLAGS) -c $$f -o $(BUILD)/nvcc/$$(basename $$f .cu).o || exit 1; \
 	  done; fi
@@ -109,8 +109,9 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 
 # On a GPU machine: build, test the layers and the model in both precisions, print the benchmark table,
-# run the small GPU tests under compute-sanitizer (dev/sanitize.sh), then train a small model 200 steps per attention variant with train_gpt and print loss, tokens/s and
-# memory (dev/gpu_train_check.sh), then check the NCCL collectives (distributed-check, seconds on one GPU).
+# run the small GPU tests under compute-sanitizer (dev/sanitize.sh), train a small model 200 steps per
+# attention variant with train_gpt and print loss, tokens/s and memory (dev/gpu_train_check.sh), then
+# check the NCCL collectives (distributed-check, seconds on one GPU).
 # All run even when one fails, and the status says whether any did; no usable GPU is a failure here.
 gpu-check:
 	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt
