@@ -113,8 +113,13 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 # attention variant with train_gpt and print loss, tokens/s and memory (dev/gpu_train_check.sh), then
 # check the NCCL collectives (distributed-check, seconds on one GPU).
 # All run even when one fails, and the status says whether any did; no usable GPU is a failure here.
-gpu-check:
-	@$(MAKE) $(BUILD)/test_gpu $(BUILD)/test_gpu_fp32 $(BUILD)/bench_gpu_layers $(BUILD)/train_gpt $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt
+# `make gpu-binaries` builds what it runs without running it (on a device lease with a per-call time
+# limit, the build can be one call and the check the next: the build outputs stay).
+GPU_BINARIES := test_gpu test_gpu_fp32 bench_gpu_layers train_gpt train_gpt_cpu eval_gpt bench_allreduce
+.PHONY: gpu-binaries
+gpu-binaries:
+	@$(MAKE) $(addprefix $(BUILD)/,$(GPU_BINARIES))
+gpu-check: gpu-binaries
 	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
 	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
 	bash dev/sanitize.sh $(BUILD) || status=1; \
