@@ -126,6 +126,47 @@ gpu-check: gpu-binaries
 	bash dev/gpu_train_check.sh $(BUILD) || status=1; \
 	$(MAKE) distributed-check || status=1; exit $$status
 
+# ---- the CUDA code on the CPU (dev/cuda_emulation/) ---------------------------------------------
+# Without a GPU: the GPU test binary built by g++ against dev/cuda_emulation/cuda_emulation.h (kernels run
+# as fibers on the CPU; the runtime, cuBLASLt and one-rank NCCL emulated; what it checks and what it cannot:
+# the top of cuda_emulation.h) and run on its small shapes in bf16 and fp32. Needs the CUDA headers (next to
+# nvcc), not a GPU. The sources are preprocessed into $(BUILD)/emulation/ first (launches and __shared__
+# are not C++); build/train_gpt_emulated is the GPU trainer built the same way.
+CUDA_INCLUDE ?= $(if $(NVCC),$(dir $(NVCC))../include)
+EMULATION := dev/cuda_emulation
+EMULATED := $(BUILD)/emulation
+EMULATION_FLAGS = -std=c++17 -O2 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$(CUDA_INCLUDE)
+EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) train_gpt.cu
+EMULATED_TESTS := $(GPU_TESTS:%.cu=%)
+
+$(EMULATED)/sources.stamp: $(EMULATED_SOURCES) $(EMULATION)/preprocess.py
+	@mkdir -p $(@D)
+	$(PYTHON) $(EMULATION)/preprocess.py --out $(EMULATED) $(EMULATED_SOURCES)
+	@touch $@
+$(EMULATED)/runtime.o: $(EMULATION)/cuda_emulation_runtime.cpp $(EMULATION)/cuda_emulation.h
+	@mkdir -p $(@D)
+	$(CXX) $(EMULATION_FLAGS) -c $< -o $@
+# $(EMULATED)/bf16/X.o and $(EMULATED)/fp32/X.o from the preprocessed X.cu
+$(EMULATED)/bf16/%.o: $(EMULATED)/sources.stamp $(EMULATION)/cuda_emulation.h | deps
+	@mkdir -p $(@D)
+	$(CXX) $(EMULATION_FLAGS) -DGIT_COMMIT=\"emulated\" -include $(EMULATION)/cuda_emulation.h -x c++ -c $(EMULATED)/$*.cu -o $@
+$(EMULATED)/fp32/%.o: $(EMULATED)/sources.stamp $(EMULATION)/cuda_emulation.h | deps
+	@mkdir -p $(@D)
+	$(CXX) $(EMULATION_FLAGS) -DFOCUS_FP32 -include $(EMULATION)/cuda_emulation.h -x c++ -c $(EMULATED)/$*.cu -o $@
+$(BUILD)/test_gpu_emulated: $(EMULATED)/runtime.o $(EMULATED_TESTS:%=$(EMULATED)/bf16/%.o)
+	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/test_gpu_fp32_emulated: $(EMULATED)/runtime.o $(EMULATED_TESTS:%=$(EMULATED)/fp32/%.o)
+	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/train_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/train_gpt.o
+	$(CXX) -fopenmp $^ -o $@
+
+.PHONY: emulate-check
+emulate-check:
+	@if [ -z "$(CUDA_INCLUDE)" ]; then echo "CUDA headers not found (no nvcc): skipping the emulated GPU tests"; else \
+	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated || exit 1; status=0; \
+	  ./$(BUILD)/test_gpu_emulated --small || status=1; ./$(BUILD)/test_gpu_fp32_emulated --small || status=1; \
+	  exit $$status; fi
+
 # ---- commands -----------------------------------------------------------------------------------
 # The GPU trainer when nvcc is installed and a GPU answers nvidia-smi, else the CPU reference trainer.
 ARGS ?= --out $(BUILD)/run --log $(BUILD)/run/log.jsonl
