@@ -36,9 +36,11 @@
 //  - NCCL with one rank (all-reduce, reduce-scatter, all-gather: copies; in-place layouts checked).
 //  - Streams and events exist but every call is synchronous; the device reports itself as an sm_90 H100.
 // What is not:
-//  - No data races are found: fibers switch only at barriers and shuffles, so a missing __syncthreads
-//    between a write and another thread's read usually goes unnoticed (the compute-sanitizer racecheck
-//    of `make gpu-check` covers that). No memory model, no atomics, no warp-synchronous execution (lanes
+//  - Data races are not detected: fibers switch only at barriers and shuffles, so between two barriers a
+//    thread sees the writes of every thread that ran before it. A missing __syncthreads shows only when a
+//    read comes first (poison) or when results change with the order: CUDA_EMULATION_ORDER=reverse or
+//    random runs the threads in that order instead of thread 0 first (compute-sanitizer's racecheck in
+//    `make gpu-check` is the real check). No memory model, no atomics, no warp-synchronous execution (lanes
 //    of a warp do not run in lockstep, and code that relies on that is a bug anyway).
 //  - Reads of memory that is inside an allocation but wrong are not found, nor out-of-bounds accesses to
 //    `__shared__` variables, host memory or within the rounding slack above.

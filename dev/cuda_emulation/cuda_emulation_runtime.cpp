@@ -277,12 +277,44 @@ std::string describe_waits(const Worker& w) {
                   w.barrier_file ? w.barrier_file : "-", w.barrier_line, at_warp, warps.c_str());
 }
 
-// Runs the next ready fiber after self (self itself last); self must be waiting or done. Returns when self
-// runs again.
+// The order in which ready fibers run, from CUDA_EMULATION_ORDER: forward (thread 0 first, the default),
+// reverse, or random. Between two barriers a thread sees the writes of the threads that ran before it, so
+// a missing barrier shows as results that depend on the order.
+enum class Order { forward, reverse, random };
+Order order() {
+    static const Order chosen = [] {
+        const char* value = std::getenv("CUDA_EMULATION_ORDER");
+        const std::string name = value ? value : "forward";
+        if (name != "forward" && name != "reverse" && name != "random") {
+            report("CUDA_EMULATION_ORDER is forward, reverse or random, not " + name);
+            std::exit(2);
+        }
+        return name == "reverse" ? Order::reverse : name == "random" ? Order::random : Order::forward;
+    }();
+    return chosen;
+}
+// The fiber `step` places after `from` in the running order (step = count: from itself).
+int next_in_order(const Worker& w, int from, int step) {
+    static thread_local uint64_t random_state = 0x9E3779B97F4A7C15ull;
+    switch (order()) {
+        case Order::forward: return (from + step) % w.count;
+        case Order::reverse: return (from - step % w.count + w.count) % w.count;
+        case Order::random: break;
+    }
+    if (step == 1) {  // a new random starting offset for each search (xorshift)
+        random_state ^= random_state << 13;
+        random_state ^= random_state >> 7;
+        random_state ^= random_state << 17;
+    }
+    return int((from + step + random_state % uint64_t(w.count)) % w.count);
+}
+
+// Runs the next ready fiber in the running order (self itself last); self must be waiting or done.
+// Returns when self runs again.
 void switch_away(Fiber& self) {
     Worker& w = *worker;
     for (int step = 1; step <= w.count; step++) {
-        Fiber& next = *w.fibers[(self.linear + step) % w.count];
+        Fiber& next = *w.fibers[next_in_order(w, self.linear, step)];
         if (next.state != Fiber::State::ready) continue;
         if (&next != &self) resume(w, self, next);
         return;
@@ -401,7 +433,7 @@ bool run_block(Worker& w, const LaunchConfig& config, uint3 block) {
     w.count = w.live = count;
     w.at_barrier = 0;
     w.failed = false;
-    Fiber& first = *w.fibers[0];
+    Fiber& first = *w.fibers[order() == Order::forward ? 0 : next_in_order(w, 0, 1)];
     w.current = &first;
     threadIdx = first.index;
     switch_context(w.scheduler, first.context);
