@@ -131,7 +131,8 @@ gpu-check: gpu-binaries
 # as fibers on the CPU; the runtime, cuBLASLt and one-rank NCCL emulated; what it checks and what it cannot:
 # the top of cuda_emulation.h) and run on its small shapes in bf16 and fp32. Needs the CUDA headers (next to
 # nvcc), not a GPU. The sources are preprocessed into $(BUILD)/emulation/ first (launches and __shared__
-# are not C++); build/train_gpt_emulated is the GPU trainer built the same way.
+# are not C++); build/train_gpt_emulated is the GPU trainer built the same way. `make test` runs it, so
+# every kernel's indexing, barriers and bounds are exercised on machines without a GPU (about 2 minutes).
 CUDA_INCLUDE ?= $(if $(NVCC),$(dir $(NVCC))../include)
 EMULATION := dev/cuda_emulation
 EMULATED := $(BUILD)/emulation
@@ -182,6 +183,7 @@ test: test-deps
 	bash test/test_cli.sh $(BUILD)
 	bash test/test_plot.sh
 	$(if $(NVCC),./$(BUILD)/test_gpu,@echo "nvcc not found: skipping the GPU tests")
+	@$(MAKE) emulate-check
 
 clean:
 	rm -rf $(BUILD)

@@ -29,7 +29,11 @@
 //    cuBLASLt's epilogue, whose own tanh is allowed 1e-3 relative (GELU_EPILOGUE_TOLERANCE in gpu_check.h):
 //    that error enters fcprojw's gradient directly and everything before it through the backward.
 //  - bf16 build: loss 1e-2: every activation is stored in bf16 (2^-9 = 2e-3 relative) and the logits'
-//    errors reach the mean over 66 positions well under 1%. Gradients 1e-1: ~40 stored results each
+//    errors reach the mean over 66 positions well under 1%. Per-position losses: 1e-2 too, except for
+//    elastic and top-k, 5e-2: there one flipped mask or selection (below) changes a position's row by
+//    the weight of the key that flipped (about 1/k), a jump, not a rounding. The CPU emulation
+//    (dev/cuda_emulation) measured 1.3e-2 at one position of top-k k=5 where 25 rows across both layers
+//    kept their 6th key instead of their 5th (the fp32 build: 1.4e-7). Gradients 1e-1: ~40 stored results each
 //    rounded to 2^-9 along the chain (sqrt(40) * 2e-3 ~ 1.3e-2), amplified a few times by LayerNorm's
 //    1/std and the softmax, and more in sums that cancel (a distance-bias gradient adds dS along a
 //    diagonal, and each row of dS sums to zero). Elastic and top-k 3e-1: a mask (p > tau / i) or a
@@ -54,6 +58,9 @@ bool selects_keys(focus::AttentionKind kind) {
     return kind == focus::AttentionKind::elastic || kind == focus::AttentionKind::topk;
 }
 double gradient_tolerance(focus::AttentionKind kind) { return FP32_BUILD ? 1e-3 : selects_keys(kind) ? 3e-1 : 1e-1; }
+double position_loss_tolerance(focus::AttentionKind kind) {
+    return FP32_BUILD || !selects_keys(kind) ? LOSS_TOLERANCE : 5e-2;
+}
 
 focus::GPTConfig small_config(focus::AttentionKind kind, focus::PositionKind position, bool bias, int heads) {
     focus::GPTConfig c;
@@ -109,7 +116,8 @@ void test_training_step(const focus::GPTConfig& config) {
     const Vector cpu_losses(cpu.losses(), cpu.losses() + N);
     cpu.backward();
     expect_close("model loss (targets with -1)", shape, {gpu_loss}, {cpu_loss}, LOSS_TOLERANCE);
-    expect_close("model per-position losses", shape, gpu_losses, cpu_losses, LOSS_TOLERANCE);
+    expect_close(std::string("model per-position losses") + (selects_keys(a.kind) ? " (elastic, topk)" : ""), shape,
+                 gpu_losses, cpu_losses, position_loss_tolerance(a.kind));
     for (const focus::ParamTensor& t : gpu.layout())
         expect_close("model gradient " + t.name + (selects_keys(a.kind) ? " (elastic, topk)" : ""), shape,
                      slice(gradients, t), slice(cpu.grads, t), gradient_tolerance(a.kind));
