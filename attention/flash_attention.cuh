@@ -292,6 +292,46 @@ struct FlashArguments {
     DeviceAttentionLayout L;
 };
 
+// Head (b, h) of the arguments, as every kernel reads it: tiles of its q, k, v (q and k rotated) and of dO,
+// and the final score of a dot product q~_t . k~_j (scale, causal mask, distance bias).
+template <int HS, int TILE>
+struct FlashHead {
+    const FlashArguments& args;
+    int b, h;
+    size_t qkv_stride;
+    const floatX* bias_h;  // nullptr when W = 0
+    float scale;
+
+    __device__ FlashHead(const FlashArguments& arguments, int bh)
+        : args(arguments), b(bh / arguments.L.NH), h(bh % arguments.L.NH), qkv_stride(3 * size_t(arguments.L.C)),
+          bias_h(arguments.cfg.bias_window > 0 ? arguments.bias + size_t(h) * arguments.cfg.bias_window : nullptr),
+          scale(1.0f / sqrtf(float(HS))) {}
+
+    __device__ void load_queries(floatX* tile, int q0) const {
+        load_head_tile<HS, TILE>(tile, args.qkv + args.L.q(b, 0, h), qkv_stride, q0, args.L.T, args.cos_sin);
+    }
+    __device__ void load_keys(floatX* tile, int k0) const {
+        load_head_tile<HS, TILE>(tile, args.qkv + args.L.k(b, 0, h), qkv_stride, k0, args.L.T, args.cos_sin);
+    }
+    __device__ void load_values(floatX* tile, int k0) const {
+        load_head_tile<HS, TILE>(tile, args.qkv + args.L.v(b, 0, h), qkv_stride, k0, args.L.T, nullptr);
+    }
+    __device__ void load_output_gradients(floatX* tile, const floatX* dout, int q0) const {
+        load_head_tile<HS, TILE>(tile, dout + args.L.out(b, 0, h), args.L.C, q0, args.L.T, nullptr);
+    }
+    __device__ float score(float dot, int t, int j) const {
+        return flash::masked_score(dot, scale, t, j, args.L.T, bias_h, args.cfg.bias_window);
+    }
+};
+
+// out[r][c] = a_r . b_c for two [TILE, HS] head tiles in shared memory: S = Q K^T, or G = dO V^T.
+template <int HS, int TILE>
+__device__ void head_tile_dots(float* out, const floatX* a, const floatX* b) {
+    using Tiles = FlashTiles<HS>;
+    tile_product<TILE, TILE, HS, RowMajor, ColMajor>(out, Tiles::SCORE_PITCH, a, Tiles::HEAD_PITCH, b,
+                                                     Tiles::HEAD_PITCH, false);
+}
+
 // ---- forward ------------------------------------------------------------------------------------
 
 // One block per (query tile, b, h); blockIdx.x 0 takes the last query tile (the longest rows).
@@ -312,29 +352,24 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     float* o_acc = arrays.take<float>(Tiles::ACC_BYTES);
 
     const DeviceAttentionLayout& L = args.L;
-    const int query_tile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH;
-    const int q0 = query_tile * TILE, W = args.cfg.bias_window;
-    const size_t qkv_stride = 3 * size_t(L.C);
-    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
-    const float scale = 1.0f / sqrtf(float(HS));
+    const int query_tile = gridDim.x - 1 - blockIdx.x, bh = blockIdx.y, q0 = query_tile * TILE;
+    const FlashHead<HS, TILE> head(args, bh);
     const Slice slice;
     const int t = q0 + slice.row;
     float* o_row = o_acc + slice.row * Tiles::ACC_PITCH;
 
-    load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
+    head.load_queries(q_tile, q0);
     for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) o_acc[e] = 0.0f;
 
     // S = Q K^T of key tile k0 into `scores`, then the final scores (mask, scale, bias) of this thread's
     // elements in place; loads the tile's v alongside k when the pass needs it.
     auto scores_of_tile = [&](int k0, bool load_values) {
-        load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
-        if (load_values) load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+        head.load_keys(k_tile, k0);
+        if (load_values) head.load_values(v_tile, k0);
         __syncthreads();
-        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
-                                                         Tiles::HEAD_PITCH, false);
+        head_tile_dots<HS, TILE>(scores, q_tile, k_tile);
         float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
-            s_row[c] = flash::masked_score(s_row[c], scale, t, k0 + c, L.T, bias_h, W);
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) s_row[c] = head.score(s_row[c], t, k0 + c);
     };
     // O += weights V (call after a barrier that follows the weights' writes)
     auto add_weighted_values = [&] {
@@ -367,7 +402,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     }
 
     if constexpr (ELASTIC) {  // pass 2: o = sum_j max(0, p - c) v_j with the row's final maximum and sum
-        const float cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
+        const float cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, head.h), t);
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
             scores_of_tile(k0, true);
             const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
@@ -383,7 +418,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     __syncthreads();  // o_acc complete
 
     if (t >= L.T) return;
-    floatX* o = out + L.out(b, t, h);
+    floatX* o = out + L.out(head.b, t, head.h);
     for (int d = slice.first; d < HS; d += Slice::ROW_THREADS)
         o[d] = floatX(ELASTIC ? o_row[d] : o_row[d] / running_sum);
     if (slice.first == 0) {
@@ -397,6 +432,27 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
 // The per-row inputs of the backward's element phase: the forward's row state, the cut, delta.
 struct BackwardRow {
     float max = -INFINITY, sum = 1.0f, cut = 0.0f, delta = 0.0f;  // padding rows: every p is 0
+
+    // Row t of head bh: its saved state and its cut (delta is the caller's).
+    __device__ BackwardRow(const float* row_state, int bh, int t, int T, float tau) {
+        if (t >= T) return;
+        max = row_state[2 * (size_t(bh) * T + t)];
+        sum = row_state[2 * (size_t(bh) * T + t) + 1];
+        cut = flash::cut_of_row(tau, t);
+    }
+
+    // This thread's elements of the row's scores (the dots of key tile k0) replaced by p in place;
+    // whether any of them passes the cut.
+    template <int HS, int TILE>
+    __device__ bool probabilities(float* p_row, const FlashHead<HS, TILE>& head, const RowSlice<TILE>& slice,
+                                  int t, int k0) const {
+        bool any_passed = false;
+        for (int c = slice.first; c < TILE; c += RowSlice<TILE>::ROW_THREADS) {
+            p_row[c] = flash::probability(head.score(p_row[c], t, k0 + c), max, sum);
+            any_passed |= p_row[c] > cut;
+        }
+        return any_passed;
+    }
 };
 
 // One block per (query tile, b, h), the last query tile first. Writes dq (+=), delta_rows[bh T + t],
@@ -424,47 +480,33 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     float* dbias_block = arrays.take<float>(size_t(distances) * sizeof(float));
 
     const int query_tiles = gridDim.x, query_tile = query_tiles - 1 - blockIdx.x;
-    const int bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH, q0 = query_tile * TILE;
-    const size_t qkv_stride = 3 * size_t(L.C);
-    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
-    const float scale = 1.0f / sqrtf(float(HS));
+    const int bh = blockIdx.y, q0 = query_tile * TILE;
+    const FlashHead<HS, TILE> head(args, bh);
+    const int b = head.b, h = head.h;
     const Slice slice;
     const int t = q0 + slice.row;
     float* p_row = scores + slice.row * Tiles::SCORE_PITCH;
     const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
 
-    load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
-    load_head_tile<HS, TILE>(dout_tile, dout + L.out(b, 0, h), L.C, q0, L.T, nullptr);
+    head.load_queries(q_tile, q0);
+    head.load_output_gradients(dout_tile, dout, q0);
     for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) dq_acc[e] = 0.0f;
     for (int r = threadIdx.x; r < distances; r += FLASH_THREADS) dbias_block[r] = 0.0f;
-    BackwardRow row;
-    if (t < L.T) {
-        row.max = row_state[2 * (size_t(bh) * L.T + t)];
-        row.sum = row_state[2 * (size_t(bh) * L.T + t) + 1];
-        row.cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, h), t);
-    }
+    BackwardRow row(row_state, bh, t, L.T, elastic_tau(args.cfg, args.theta, h));
 
     // p of key tile k0 in place of the scores, this thread's elements, and whether any passes the cut
     auto probabilities_of_tile = [&](int k0) {
-        load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
-        load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+        head.load_keys(k_tile, k0);
+        head.load_values(v_tile, k0);
         __syncthreads();
-        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
-                                                         Tiles::HEAD_PITCH, false);
-        bool any_passed = false;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
-            const float score = flash::masked_score(p_row[c], scale, t, k0 + c, L.T, bias_h, W);
-            p_row[c] = flash::probability(score, row.max, row.sum);
-            any_passed |= p_row[c] > row.cut;
-        }
-        return any_passed;
+        head_tile_dots<HS, TILE>(scores, q_tile, k_tile);
+        return row.probabilities(p_row, head, slice, t, k0);
     };
     // G = dO V^T of the loaded tile. Only m g enters the gradients, so elastic skips it for a tile where no
     // key passes the cut (as the forward skips a.V); softmax always needs it. Returns whether G was made.
     auto grads_of_tile = [&](bool any_passed) {
         if (ELASTIC && !__syncthreads_or(any_passed)) return false;
-        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
-                                                         v_tile, Tiles::HEAD_PITCH, false);
+        head_tile_dots<HS, TILE>(grads, dout_tile, v_tile);
         return true;
     };
 
@@ -514,7 +556,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
                                                          Tiles::HEAD_PITCH, true);
     }
 
-    add_head_tile<HS, TILE>(dqkv + L.q(b, 0, h), qkv_stride, dq_acc, scale, q0, L.T, args.cos_sin);
+    add_head_tile<HS, TILE>(dqkv + L.q(b, 0, h), head.qkv_stride, dq_acc, head.scale, q0, L.T, args.cos_sin);
     float* partial = bias_partials + ((size_t(b) * query_tiles + query_tile) * L.NH + h) * W;
     for (int r = threadIdx.x; r < W; r += FLASH_THREADS) partial[r] = r < distances ? dbias_block[r] : 0.0f;
 }
@@ -541,51 +583,37 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
 
     const DeviceAttentionLayout& L = args.L;
     const int query_tiles = gridDim.x;  // as many as key tiles
-    const int key_tile = blockIdx.x, bh = blockIdx.y, b = bh / L.NH, h = bh % L.NH, k0 = key_tile * TILE;
-    const int W = args.cfg.bias_window;
-    const size_t qkv_stride = 3 * size_t(L.C);
-    const floatX* bias_h = W > 0 ? args.bias + size_t(h) * W : nullptr;
-    const float scale = 1.0f / sqrtf(float(HS)), tau = elastic_tau(args.cfg, args.theta, h);
+    const int key_tile = blockIdx.x, bh = blockIdx.y, k0 = key_tile * TILE;
+    const FlashHead<HS, TILE> head(args, bh);
+    const float tau = elastic_tau(args.cfg, args.theta, head.h);
     const Slice slice;
     float* p_row = scores + slice.row * Tiles::SCORE_PITCH;
     const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
 
-    load_head_tile<HS, TILE>(k_tile, args.qkv + L.k(b, 0, h), qkv_stride, k0, L.T, args.cos_sin);
-    load_head_tile<HS, TILE>(v_tile, args.qkv + L.v(b, 0, h), qkv_stride, k0, L.T, nullptr);
+    head.load_keys(k_tile, k0);
+    head.load_values(v_tile, k0);
     dk.zero();
     dv.zero();
 
     for (int query_tile = key_tile; query_tile < query_tiles; query_tile++) {
         const int q0 = query_tile * TILE, t = q0 + slice.row;
-        load_head_tile<HS, TILE>(q_tile, args.qkv + L.q(b, 0, h), qkv_stride, q0, L.T, args.cos_sin);
-        load_head_tile<HS, TILE>(dout_tile, dout + L.out(b, 0, h), L.C, q0, L.T, nullptr);
-        BackwardRow row;
-        if (t < L.T) {
-            row.max = row_state[2 * (size_t(bh) * L.T + t)];
-            row.sum = row_state[2 * (size_t(bh) * L.T + t) + 1];
-            row.cut = flash::cut_of_row(tau, t);
-            row.delta = delta_rows[size_t(bh) * L.T + t];
-        }
+        head.load_queries(q_tile, q0);
+        head.load_output_gradients(dout_tile, dout, q0);
+        BackwardRow row(row_state, bh, t, L.T, tau);
+        if (t < L.T) row.delta = delta_rows[size_t(bh) * L.T + t];
         __syncthreads();
-        tile_product<TILE, TILE, HS, RowMajor, ColMajor>(scores, Tiles::SCORE_PITCH, q_tile, Tiles::HEAD_PITCH, k_tile,
-                                                         Tiles::HEAD_PITCH, false);
-        bool any_passed = false;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
-            const float score = flash::masked_score(p_row[c], scale, t, k0 + c, L.T, bias_h, W);
-            p_row[c] = flash::probability(score, row.max, row.sum);
-            weights[slice.row * Tiles::WEIGHT_PITCH + c] =
-                floatX(ELASTIC ? flash::cut_weight(p_row[c], row.cut) : p_row[c]);
-            any_passed |= p_row[c] > row.cut;
-        }
+        head_tile_dots<HS, TILE>(scores, q_tile, k_tile);
+        const bool any_passed = row.probabilities(p_row, head, slice, t, k0);
         // G, and a.dO, only where some key passes the cut (elsewhere m g = 0 and a = 0): elastic skips both
         // for such a tile, as the query kernel skips G
         const bool have_grads = !ELASTIC || __syncthreads_or(any_passed);
-        if (have_grads)
-            tile_product<TILE, TILE, HS, RowMajor, ColMajor>(grads, Tiles::SCORE_PITCH, dout_tile, Tiles::HEAD_PITCH,
-                                                             v_tile, Tiles::HEAD_PITCH, false);
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS)
+        if (have_grads) head_tile_dots<HS, TILE>(grads, dout_tile, v_tile);
+        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            weights[slice.row * Tiles::WEIGHT_PITCH + c] =
+                floatX(ELASTIC ? flash::cut_weight(p_row[c], row.cut) : p_row[c]);
             dscores[slice.row * Tiles::WEIGHT_PITCH + c] =
                 floatX(flash::score_gradient(p_row[c], row.cut, have_grads ? g_row[c] : 0.0f, row.delta));
+        }
         __syncthreads();
         // dV += A^T dO and dK += dS^T Q: the [query, key] weight tiles read transposed (column-major)
         if (have_grads)
@@ -602,8 +630,9 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
     dv.store(dv_tile, Tiles::ACC_PITCH);
     dk.store(dk_tile, Tiles::ACC_PITCH);
     __syncthreads();
-    add_head_tile<HS, TILE>(dqkv + L.v(b, 0, h), qkv_stride, dv_tile, 1.0f, k0, L.T, nullptr);
-    add_head_tile<HS, TILE>(dqkv + L.k(b, 0, h), qkv_stride, dk_tile, scale, k0, L.T, args.cos_sin);
+    add_head_tile<HS, TILE>(dqkv + L.v(head.b, 0, head.h), head.qkv_stride, dv_tile, 1.0f, k0, L.T, nullptr);
+    add_head_tile<HS, TILE>(dqkv + L.k(head.b, 0, head.h), head.qkv_stride, dk_tile, head.scale, k0, L.T,
+                            args.cos_sin);
 }
 
 // ---- the interface --------------------------------------------------------------------------------
