@@ -3,7 +3,8 @@
 //    compiled with -DFOCUS_FP32 (the build that checks the kernels at fp32 precision). Kernels load
 //    floatX, compute and accumulate in float, and round once when they store.
 //  - CUDA_CHECK / CUBLAS_CHECK: a failed call throws focus::Error("file:line: ...") like check().
-//  - DeviceBuffer<T>: an owned cudaMalloc allocation.
+//  - DeviceBuffer<T>: an owned cudaMalloc allocation; allocate() makes one whose failure for lack of
+//    memory says what it was for and how big ("out of GPU memory allocating activations.probs ...").
 //  - warp_sum / block_sum: tree sums whose order is fixed by the block shape, so reductions are
 //    deterministic (no atomics anywhere in the layers).
 //  - column_sums: out[c] += sum over rows of element(row, c), deterministic, in two stages: blocks of
@@ -21,6 +22,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -100,6 +102,24 @@ private:
     size_t count_ = 0;
 };
 
+inline std::string human_bytes(size_t bytes) {
+    return bytes >= (size_t(1) << 30) ? format("%.1f GiB", bytes / double(size_t(1) << 30))
+                                      : format("%.1f MiB", bytes / double(size_t(1) << 20));
+}
+
+// A DeviceBuffer whose allocation failure names what it is for: "out of GPU memory allocating
+// activations.probs (4.8 GiB); reduce --batch or --seq".
+template <typename T>
+DeviceBuffer<T> allocate(const std::string& name, size_t count, const char* advice) {
+    try {
+        return DeviceBuffer<T>(count);
+    } catch (const Error&) {
+        if (cudaGetLastError() != cudaErrorMemoryAllocation) throw;  // also clears the (non-sticky) error
+        throw Error(format("out of GPU memory allocating %s (%s); %s", name.c_str(),
+                           human_bytes(count * sizeof(T)).c_str(), advice));
+    }
+}
+
 class Context {
 public:
     // cuBLAS's recommendation for Hopper (sm_90); more than enough for sm_80.
@@ -119,7 +139,8 @@ public:
         const size_t bytes = count * sizeof(T);
         if (bytes > scratch_.size()) {
             CUDA_CHECK(cudaDeviceSynchronize());  // kernels still in flight may be reading the old buffer
-            scratch_ = DeviceBuffer<unsigned char>(bytes);
+            scratch_ = DeviceBuffer<unsigned char>();  // free it before allocating the larger one
+            scratch_ = allocate<unsigned char>("the layers' scratch", bytes, "reduce --batch or --seq");
         }
         return reinterpret_cast<T*>(scratch_.data());  // cudaMalloc aligns to at least 256 bytes
     }
@@ -128,7 +149,11 @@ public:
     Context& operator=(const Context&) = delete;
 
 private:
-    Context() : workspace_(CUBLASLT_WORKSPACE_BYTES) { CUBLAS_CHECK(cublasLtCreate(&cublaslt_)); }
+    Context()
+        : workspace_(allocate<unsigned char>("cuBLASLt's workspace", CUBLASLT_WORKSPACE_BYTES,
+                                             "other processes may hold the GPU's memory")) {
+        CUBLAS_CHECK(cublasLtCreate(&cublaslt_));
+    }
     ~Context() { cublasLtDestroy(cublaslt_); }
 
     cublasLtHandle_t cublaslt_ = nullptr;

@@ -70,24 +70,6 @@ public:
     virtual std::vector<float> gather_shards(const float* shard, const ShardLayout& shards, cudaStream_t stream) = 0;
 };
 
-inline std::string human_bytes(size_t bytes) {
-    return bytes >= (size_t(1) << 30) ? format("%.1f GiB", bytes / double(size_t(1) << 30))
-                                      : format("%.1f MiB", bytes / double(size_t(1) << 20));
-}
-
-// A DeviceBuffer whose allocation failure names what it is for: "out of GPU memory allocating
-// activations.probs (4.8 GiB); reduce --batch or --seq".
-template <typename T>
-DeviceBuffer<T> allocate(const std::string& name, size_t count, const char* advice) {
-    try {
-        return DeviceBuffer<T>(count);
-    } catch (const Error&) {
-        if (cudaGetLastError() != cudaErrorMemoryAllocation) throw;  // also clears the (non-sticky) error
-        throw Error(format("out of GPU memory allocating %s (%s); %s", name.c_str(),
-                           human_bytes(count * sizeof(T)).c_str(), advice));
-    }
-}
-
 class GPT {
 public:
     // sharded_over: the ranks that share the optimizer state (ZeRO-1), or nullptr to keep all of it.
