@@ -131,13 +131,14 @@ gpu-check: gpu-binaries
 # as fibers on the CPU; the runtime, cuBLASLt and one-rank NCCL emulated; what it checks and what it cannot:
 # the top of cuda_emulation.h) and run on its small shapes in bf16 and fp32. Needs the CUDA headers (next to
 # nvcc), not a GPU. The sources are preprocessed into $(BUILD)/emulation/ first (launches and __shared__
-# are not C++); build/train_gpt_emulated is the GPU trainer built the same way. `make test` runs it, so
+# are not C++); build/train_gpt_emulated and build/eval_gpt_emulated are the GPU trainer and evaluator
+# built the same way. `make test` runs it, so
 # every kernel's indexing, barriers and bounds are exercised on machines without a GPU (about 2 minutes).
 CUDA_INCLUDE ?= $(if $(NVCC),$(dir $(NVCC))../include)
 EMULATION := dev/cuda_emulation
 EMULATED := $(BUILD)/emulation
 EMULATION_FLAGS = -std=c++17 -O2 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$(CUDA_INCLUDE)
-EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) train_gpt.cu
+EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) train_gpt.cu eval_gpt.cu
 EMULATED_TESTS := $(GPU_TESTS:%.cu=%)
 
 $(EMULATED)/sources.stamp: $(EMULATED_SOURCES) $(EMULATION)/preprocess.py
@@ -160,12 +161,17 @@ $(BUILD)/test_gpu_fp32_emulated: $(EMULATED)/runtime.o $(EMULATED_TESTS:%=$(EMUL
 	$(CXX) -fopenmp $^ -o $@
 $(BUILD)/train_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/train_gpt.o
 	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/eval_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/eval_gpt.o
+	$(CXX) -fopenmp $^ -o $@
 
 .PHONY: emulate-check
 emulate-check:
 	@if [ -z "$(CUDA_INCLUDE)" ]; then echo "CUDA headers not found (no nvcc): skipping the emulated GPU tests"; else \
 	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated || exit 1; status=0; \
 	  ./$(BUILD)/test_gpu_emulated --small || status=1; ./$(BUILD)/test_gpu_fp32_emulated --small || status=1; \
+	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
+	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
+	  then tail -1 $(BUILD)/emulated_reverse.log; else cat $(BUILD)/emulated_reverse.log; status=1; fi; \
 	  exit $$status; fi
 
 # ---- commands -----------------------------------------------------------------------------------
