@@ -134,7 +134,10 @@ gpu-check: gpu-binaries
 # are not C++); build/train_gpt_emulated and build/eval_gpt_emulated are the GPU trainer and evaluator
 # built the same way. `make test` runs it, so
 # every kernel's indexing, barriers and bounds are exercised on machines without a GPU (about 2 minutes).
-CUDA_INCLUDE ?= $(if $(NVCC),$(dir $(NVCC))../include)
+# nvcc may be a wrapper script (CI's /usr/local/bin/nvcc), so ask it where its toolkit is (TOP).
+ifndef CUDA_INCLUDE
+CUDA_INCLUDE := $(if $(NVCC),$(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p')/include)
+endif
 EMULATION := dev/cuda_emulation
 EMULATED := $(BUILD)/emulation
 EMULATION_FLAGS = -std=c++17 -O2 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$(CUDA_INCLUDE)
