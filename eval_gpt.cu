@@ -43,9 +43,11 @@ struct Options {
     int val_batches = 20, batch = 0, seq = 0, task_limit = 0, attention_batches = 2, threads = 0;
 };
 
-// A checkpoint on disk: its weights and, for our own checkpoints, its config.json.
+// A checkpoint on disk: its model file, the configuration in that file's header and, for our own
+// checkpoints, its config.json.
 struct Checkpoint {
     std::string path, label;
+    GPTConfig model;
     json config;  // empty for a bare model file
 };
 
@@ -56,8 +58,15 @@ static Checkpoint open_checkpoint(const std::string& path, const std::string& la
     } else {
         std::string dir = resolve_checkpoint(path);
         c.path = dir + "/model.bin";
-        if (fs::exists(dir + "/config.json")) c.config = json::parse(read_file(dir + "/config.json"));
+        if (fs::exists(dir + "/config.json")) {
+            try {
+                c.config = json::parse(read_file(dir + "/config.json"));
+            } catch (const json::exception& e) {
+                throw Error(format("%s/config.json: %s", dir.c_str(), e.what()));
+            }
+        }
     }
+    c.model = read_model_config(c.path);
     // The run's name reads better than ckpt_00000300: runs/lazy/ckpt_00000300 -> "lazy".
     fs::path p = fs::path(c.path).parent_path();
     std::string run = p.filename().string().rfind("ckpt_", 0) == 0 ? p.parent_path().filename().string() : "";
@@ -75,6 +84,35 @@ static std::string describe_attention(const GPTConfig& c) {
     return s;
 }
 
+// --maps "L:H,L:H,...": the (layer, head) pairs, checked against the model.
+static std::vector<std::pair<int, int>> map_heads(const std::string& maps, const GPTConfig& c) {
+    std::vector<std::pair<int, int>> heads;
+    std::stringstream list(maps);
+    for (std::string item; std::getline(list, item, ',');) {
+        int layer = -1, head = -1;
+        check(std::sscanf(item.c_str(), "%d:%d", &layer, &head) == 2 && layer >= 0 && layer < c.num_layers &&
+                  head >= 0 && head < c.num_heads,
+              format("--maps: '%s' is not LAYER:HEAD with layer < %d and head < %d", item.c_str(), c.num_layers,
+                     c.num_heads));
+        heads.emplace_back(layer, head);
+    }
+    return heads;
+}
+
+// The options that depend on the model, checked for every checkpoint before any slow work (loading
+// benchmark files, evaluating an earlier checkpoint).
+static void check_options_fit(const Checkpoint& ckpt, const Options& o) {
+    const GPTConfig& c = ckpt.model;
+    const bool gpt2_vocabulary = c.vocab_size == Tokenizer::VOCAB_SIZE;
+    check(o.tasks.empty() || gpt2_vocabulary, format("--tasks needs models with GPT-2's vocabulary (%s has %d tokens)",
+                                                     ckpt.label.c_str(), c.vocab_size));
+    check(o.map_text.empty() || gpt2_vocabulary, format("--map-text needs models with GPT-2's vocabulary (%s has %d tokens)",
+                                                        ckpt.label.c_str(), c.vocab_size));
+    check(o.seq <= c.max_seq_len, format("--seq %d exceeds %s's maximum sequence length %d", o.seq, ckpt.label.c_str(),
+                                         c.max_seq_len));
+    map_heads(o.maps, c);
+}
+
 // The attention weights of the heads --maps names, on --map-text (GPT-2 vocabulary) or, for other
 // vocabularies, on the first validation sequence.
 template <typename Model>
@@ -83,11 +121,7 @@ static json attention_maps(Model& model, const Options& o, const Tokenizer* toke
     json maps = json::array();
     if (o.maps.empty()) return maps;
     const GPTConfig& c = model.config();
-    std::vector<int> tokens = first_sequence;
-    if (!o.map_text.empty()) {
-        check(tokenizer != nullptr, "--map-text needs a model with GPT-2's vocabulary");
-        tokens = tokenizer->encode(o.map_text);
-    }
+    std::vector<int> tokens = o.map_text.empty() ? first_sequence : tokenizer->encode(o.map_text);
     check(!tokens.empty(), "--maps: no tokens to show");
     if ((int)tokens.size() > c.max_seq_len) tokens.resize(c.max_seq_len);
     const int T = (int)tokens.size(), NH = c.num_heads;
@@ -97,12 +131,7 @@ static json attention_maps(Model& model, const Options& o, const Tokenizer* toke
     const std::vector<float> params = model.parameters();
     ParameterTensors<const float> p(params.data(), model.layout());
     std::vector<float> weights((size_t)NH * T * T);
-    std::stringstream list(o.maps);
-    for (std::string item; std::getline(list, item, ',');) {
-        int layer = -1, head = -1;
-        check(std::sscanf(item.c_str(), "%d:%d", &layer, &head) == 2 && layer >= 0 && layer < c.num_layers &&
-                  head >= 0 && head < NH,
-              format("--maps: '%s' is not LAYER:HEAD with layer < %d and head < %d", item.c_str(), c.num_layers, NH));
+    for (const auto& [layer, head] : map_heads(o.maps, c)) {
         const auto probs = model.attention_probs(layer);
         attention_weights(c.attention, weights.data(), host_data(probs), p.theta ? p.theta + (size_t)layer * NH : nullptr,
                           1, T, NH);
@@ -132,7 +161,8 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
     const json training = ckpt.config.value("training", json::object());
     const int T = o.seq ? o.seq : training.value("seq", std::min(config.max_seq_len, 1024));
     const int B = o.batch ? o.batch : training.value("batch", 8);
-    check(T <= config.max_seq_len, format("--seq %d exceeds the model's maximum sequence length %d", T, config.max_seq_len));
+    check(T <= config.max_seq_len, format("%s: sequence length %d exceeds the model's maximum %d", ckpt.label.c_str(), T,
+                                          config.max_seq_len));
 
     std::unique_ptr<Tokenizer> tokenizer;
     if (config.vocab_size == Tokenizer::VOCAB_SIZE) tokenizer = std::make_unique<Tokenizer>(Tokenizer::find());
@@ -165,8 +195,6 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
 
     json task_results = json::object();
     if (!tasks.empty()) {
-        check(tokenizer != nullptr, format("zero-shot tasks need a model with GPT-2's vocabulary (%s has %d tokens)",
-                                           ckpt.label.c_str(), config.vocab_size));
         for (const TaskResult& r : evaluate_tasks(*model, tasks, *tokenizer, o.task_limit)) {
             std::printf("%s\n", summary(r).c_str());
             task_results[r.task] = to_json(r);
@@ -297,10 +325,16 @@ static int run(int argc, char** argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 
     [[maybe_unused]] const bool gpu = use_gpu(o.device);
-    std::vector<Task> tasks = load_tasks(o.tasks, o.task_dir);  // once, and before any slow work
-    json checkpoints = json::array();
+    // Every option and checkpoint is checked, and the benchmark files read, before the first evaluation.
+    parse_task_list(o.tasks);
+    std::vector<Checkpoint> opened;
     for (size_t i = 0; i < o.checkpoints.size(); i++) {
-        Checkpoint ckpt = open_checkpoint(o.checkpoints[i], o.labels.empty() ? "" : o.labels[i]);
+        opened.push_back(open_checkpoint(o.checkpoints[i], o.labels.empty() ? "" : o.labels[i]));
+        check_options_fit(opened.back(), o);
+    }
+    std::vector<Task> tasks = load_tasks(o.tasks, o.task_dir);
+    json checkpoints = json::array();
+    for (const Checkpoint& ckpt : opened) {
         try {
 #ifdef __CUDACC__
             if (gpu) {

@@ -385,15 +385,20 @@ inline std::vector<std::string> task_names() {
     return names;
 }
 
-// Loads task `name` from `path`, or by default from its file in data_dir.
-inline Task load_task(const std::string& name, const std::string& path = "",
-                      const std::string& data_dir = "../shared/data") {
+inline const TaskSpec& task_spec(const std::string& name) {
     std::string valid;
     for (const TaskSpec& spec : task_specs()) {
-        if (name == spec.name) return spec.load(path.empty() ? data_dir + "/" + spec.file : path);
+        if (name == spec.name) return spec;
         valid += (valid.empty() ? "" : ", ") + std::string(spec.name);
     }
     throw Error(format("unknown benchmark task '%s' (valid: %s)", name.c_str(), valid.c_str()));
+}
+
+// Loads task `name` from `path`, or by default from its file in data_dir.
+inline Task load_task(const std::string& name, const std::string& path = "",
+                      const std::string& data_dir = "../shared/data") {
+    const TaskSpec& spec = task_spec(name);
+    return spec.load(path.empty() ? data_dir + "/" + spec.file : path);
 }
 
 // ---- scoring --------------------------------------------------------------------------------------

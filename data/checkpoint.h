@@ -97,22 +97,35 @@ void save_model(const std::string& path, const GPTConfig& config, const std::vec
     file.commit();
 }
 
-// Reads a model file's configuration and parameters (converted to Real).
-template <typename Real>
-GPTConfig load_model(const std::string& path, std::vector<Real>& params) {
-    std::string bytes = read_file(path);
-    check(bytes.size() >= 256 * sizeof(int32_t),
-          format("%s is not a GPT-2 model file (%zu bytes, shorter than its header)", path.c_str(), bytes.size()));
+// The configuration a model file's header describes (`bytes` starts with the file's first 1024 bytes),
+// checked against the file's size so that a truncated file is caught before anything is loaded.
+inline GPTConfig model_file_config(const std::string& bytes, size_t file_size, const std::string& path) {
     int32_t header[256];
+    check(bytes.size() >= sizeof header,
+          format("%s is not a GPT-2 model file (%zu bytes, shorter than its header)", path.c_str(), bytes.size()));
     std::memcpy(header, bytes.data(), sizeof header);
     GPTConfig config = config_from_header(header, path);
     size_t count = parameter_count(parameter_layout(config));
     size_t expected = sizeof header + count * sizeof(float);
-    check(bytes.size() == expected,
+    check(file_size == expected,
           format("%s: %zu bytes, but its header describes %zu parameters (%zu bytes): truncated or corrupt",
-                 path.c_str(), bytes.size(), count, expected));
-    const float* data = reinterpret_cast<const float*>(bytes.data() + sizeof header);
-    params.assign(data, data + count);
+                 path.c_str(), file_size, count, expected));
+    return config;
+}
+
+// A model file's configuration without its parameters (eval_gpt checks every checkpoint this way first).
+inline GPTConfig read_model_config(const std::string& path) {
+    std::string header = read_file(path, 256 * sizeof(int32_t));
+    return model_file_config(header, std::filesystem::file_size(path), path);
+}
+
+// Reads a model file's configuration and parameters (converted to Real).
+template <typename Real>
+GPTConfig load_model(const std::string& path, std::vector<Real>& params) {
+    std::string bytes = read_file(path);
+    GPTConfig config = model_file_config(bytes, bytes.size(), path);
+    const float* data = reinterpret_cast<const float*>(bytes.data() + 256 * sizeof(int32_t));
+    params.assign(data, data + parameter_count(parameter_layout(config)));
     return config;
 }
 

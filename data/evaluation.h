@@ -72,20 +72,28 @@ Evaluation evaluate(Model& model, DataLoader& val, int batches, int B, int T,
     return result;
 }
 
-// "hellaswag,piqa=my/piqa.jsonl": task names, each optionally with its file.
-inline std::vector<Task> load_tasks(const std::string& list, const std::string& data_dir) {
-    std::vector<Task> tasks;
+// "hellaswag,piqa=my/piqa.jsonl": (name, file) pairs, the file empty for a task's default one; an unknown
+// name is an error. Nothing is read.
+inline std::vector<std::pair<std::string, std::string>> parse_task_list(const std::string& list) {
+    std::vector<std::pair<std::string, std::string>> items;
     size_t start = 0;
     while (start <= list.size()) {
         size_t end = list.find(',', start);
         if (end == std::string::npos) end = list.size();
         std::string item = list.substr(start, end - start);
-        size_t eq = item.find('=');
-        if (!item.empty())
-            tasks.push_back(eq == std::string::npos ? load_task(item, "", data_dir)
-                                                    : load_task(item.substr(0, eq), item.substr(eq + 1), data_dir));
+        if (!item.empty()) {
+            size_t eq = item.find('=');
+            items.emplace_back(item.substr(0, eq), eq == std::string::npos ? "" : item.substr(eq + 1));
+            task_spec(items.back().first);  // throws for an unknown name
+        }
         start = end + 1;
     }
+    return items;
+}
+
+inline std::vector<Task> load_tasks(const std::string& list, const std::string& data_dir) {
+    std::vector<Task> tasks;
+    for (const auto& [name, file] : parse_task_list(list)) tasks.push_back(load_task(name, file, data_dir));
     return tasks;
 }
 

@@ -1,9 +1,11 @@
 // io.h: file helpers shared by shards, checkpoints and the tokenizer.
 //  - AtomicFile: write to "<path>.tmp.<pid>", fsync, then rename() over <path>, so a reader (or an
 //    interrupted run) only ever sees the old complete file or the new complete file.
-//  - read_file: whole file into memory, with a clear error naming the path.
+//  - read_file: a whole file (or its first bytes) into memory, with a clear error naming the path.
 #pragma once
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -51,13 +53,15 @@ private:
     FILE* file_ = nullptr;
 };
 
-inline std::string read_file(const std::string& path) {
+// The whole file, or its first `limit` bytes.
+inline std::string read_file(const std::string& path, size_t limit = SIZE_MAX) {
     FILE* f = std::fopen(path.c_str(), "rb");
     check(f != nullptr, format("cannot open %s: %s", path.c_str(), std::strerror(errno)));
     std::string data;
     char buffer[1 << 16];
     size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) data.append(buffer, n);
+    while (data.size() < limit && (n = std::fread(buffer, 1, std::min(sizeof buffer, limit - data.size()), f)) > 0)
+        data.append(buffer, n);
     bool failed = std::ferror(f);
     std::fclose(f);
     check(!failed, format("error reading %s", path.c_str()));

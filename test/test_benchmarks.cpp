@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "../data/benchmarks.h"
+#include "../data/evaluation.h"
 
 using namespace focus;
 
@@ -177,6 +178,14 @@ TEST_CASE("benchmarks: unknown task names and missing files are errors") {
                          Error);
     for (const std::string& name : task_names())
         CHECK_THROWS_AS(load_task(name, "", "/nonexistent"), Error);
+}
+
+TEST_CASE("benchmarks: --tasks lists are parsed, and their names checked, without reading a file") {
+    using Items = std::vector<std::pair<std::string, std::string>>;
+    CHECK(parse_task_list("") == Items{});
+    CHECK(parse_task_list("piqa,lambada=/x/l.jsonl,") == Items{{"piqa", ""}, {"lambada", "/x/l.jsonl"}});
+    CHECK_THROWS_WITH_AS(parse_task_list("piqa,nope=/x"), doctest::Contains("unknown benchmark task 'nope'"), Error);
+    CHECK_THROWS_WITH_AS(load_tasks("piqa", "/nonexistent"), doctest::Contains("/nonexistent"), Error);
 }
 
 TEST_CASE("benchmarks: the real files in ../shared/data load whole") {

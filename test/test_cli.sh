@@ -287,11 +287,13 @@ evaluate_error() {  # like expect_error, for eval_gpt
 evaluate_error "eval_gpt without --ckpt" "error: .*--ckpt" --val-batches 2
 evaluate_error "eval_gpt on a missing checkpoint" "error: --resume" --ckpt "$tmp/none"
 evaluate_error "eval_gpt with a bad head" "error: --maps: '0:9'" --ckpt "$tmp/eval_lazy" --maps 0:9
-if [ -d ../shared/data ]; then  # the task file is read before the model's vocabulary is checked
-    evaluate_error "eval_gpt tasks on a non-GPT-2 model" "error: zero-shot tasks need" --ckpt "$tmp/eval_lazy" --tasks piqa
-else
-    echo "  skip eval_gpt tasks on a non-GPT-2 model: ../shared/data not found (the benchmark files)"
-fi
+# checked before the benchmark file is read (there is none in /nonexistent) or anything evaluated
+evaluate_error "eval_gpt tasks on a non-GPT-2 model" "error: --tasks needs models with GPT-2.s vocabulary (eval_softmax has 64 tokens)" \
+    --ckpt "$tmp/eval_softmax" "$tmp/eval_lazy" --tasks piqa --task-dir /nonexistent
+evaluate_error "eval_gpt --map-text on a non-GPT-2 model" "error: --map-text needs models with GPT-2's vocabulary" \
+    --ckpt "$tmp/eval_lazy" --maps 0:0 --map-text "To be"
+evaluate_error "eval_gpt --seq beyond the model" "error: --seq 4096 exceeds eval_lazy's maximum sequence length" \
+    --ckpt "$tmp/eval_lazy" --seq 4096
 evaluate_error "eval_gpt unknown task" "error: unknown benchmark task .nope. (valid: hellaswag" --ckpt "$tmp/eval_lazy" --tasks nope
 if ! nvidia-smi -L >/dev/null 2>&1; then  # with a GPU, --device gpu is simply used
     evaluate_error "eval_gpt --device gpu without a GPU" "error: --device gpu: " --ckpt "$tmp/eval_lazy" --device gpu

@@ -155,6 +155,7 @@ TEST_CASE("checkpoint: model files round-trip and bad files fail clearly") {
         std::vector<float> loaded;
         GPTConfig c = load_model(path, loaded);
         CHECK(to_json(c) == to_json(model.config()));
+        CHECK(to_json(read_model_config(path)) == to_json(model.config()));
         CHECK(loaded == model.params);
     }
     // llm.c's layout: header words 8.. are zero for a plain GPT-2, wpe present, nothing appended
@@ -176,8 +177,13 @@ TEST_CASE("checkpoint: model files round-trip and bad files fail clearly") {
     std::vector<float> params;
     write(bytes.substr(0, bytes.size() - 4));
     CHECK_THROWS_WITH_AS(load_model(path, params), doctest::Contains("truncated"), Error);
+    CHECK_THROWS_WITH_AS(read_model_config(path), doctest::Contains("truncated"), Error);  // from the header and size
+    write(bytes + "x");
+    CHECK_THROWS_WITH_AS(read_model_config(path), doctest::Contains("corrupt"), Error);
     write("hello");
     CHECK_THROWS_WITH_AS(load_model(path, params), doctest::Contains("not a GPT-2 model file"), Error);
+    CHECK_THROWS_WITH_AS(read_model_config(path), doctest::Contains("shorter than its header"), Error);
+    CHECK(read_file(path, 3) == "hel");
     std::string bf16 = bytes;
     reinterpret_cast<int32_t*>(bf16.data())[1] = 5;
     write(bf16);
@@ -187,6 +193,7 @@ TEST_CASE("checkpoint: model files round-trip and bad files fail clearly") {
     write(bad_heads);
     CHECK_THROWS_WITH_AS(load_model(path, params), doctest::Contains("invalid model header"), Error);
     CHECK_THROWS_WITH_AS(load_model((dir / "missing.bin").string(), params), doctest::Contains("cannot open"), Error);
+    CHECK_THROWS_WITH_AS(read_model_config((dir / "missing.bin").string()), doctest::Contains("cannot open"), Error);
     fs::remove_all(dir);
 }
 
