@@ -19,8 +19,8 @@
 // --rank/--world-size/--dist-init. Each rank reads its own B samples of every micro-batch, so
 // --total-batch counts the tokens of all ranks. The gradients are averaged over the ranks before the
 // norm and the update: under --zero 0 each layer's all-reduce is queued by the last micro-batch's
-// backward pass as soon as the layer is done; under --zero 1 one reduce-scatter follows the backward
-// pass and gpu::GPT updates its shard of the optimizer state. The ranks agree on the logged loss and on
+// backward pass as soon as the layer is done; under --zero 1 each layer's gradient is averaged onto the
+// ranks that own its pieces, just as early, and gpu::GPT updates its shard of the optimizer state. The ranks agree on the logged loss and on
 // stopping; rank 0 alone prints, logs, samples, evaluates and writes checkpoints, which stay world-size
 // independent (--resume on another GPU count re-positions the data and re-shards AdamW's moments).
 //
@@ -505,22 +505,19 @@ static int run(int argc, char** argv) {
     adamw.beta2 = o.beta2;
     adamw.eps = o.eps;
     adamw.weight_decay = o.weight_decay;
-    // With several ranks (train_gpt): reduce_bucket queues the all-reduce of each bucket the last
-    // micro-batch's backward pass finishes (--zero 0), average_gradients completes the average before the
-    // norm (waits for those, or reduce-scatters under --zero 1), mean_over_ranks is what the ranks agree on.
+    // With several ranks (train_gpt): reduce_bucket queues the all-reduce (--zero 0) or the reduce to the
+    // shard owners (--zero 1) of each bucket the last micro-batch's backward pass finishes,
+    // average_gradients waits for them before the norm, mean_over_ranks is what the ranks agree on.
     GradientsDone reduce_bucket;
     std::function<void()> average_gradients = [] {};
     std::function<double(double)> mean_over_ranks = [](double value) { return value; };
 #ifdef __CUDACC__
     if (comm) {
-        if (!o.dist.zero)
-            reduce_bucket = [&](const std::vector<GradientRange>& ranges) {
-                comm->reduce_gradients_async(model.grads(), ranges, model.stream());
-            };
-        average_gradients = [&] {
-            if (o.dist.zero) comm->reduce_scatter_gradients(model.grads(), model.shards(), model.stream());
-            else comm->wait(model.stream());
+        reduce_bucket = [&](const std::vector<GradientRange>& ranges) {
+            if (o.dist.zero) comm->reduce_to_owners_async(model.grads(), ranges, model.shards(), model.stream());
+            else comm->reduce_gradients_async(model.grads(), ranges, model.stream());
         };
+        average_gradients = [&] { comm->wait(model.stream()); };
         mean_over_ranks = [&](double value) { return double(comm->mean_over_ranks(float(value), model.stream())); };
     }
 #endif

@@ -1,6 +1,6 @@
 // bench_allreduce.cu: NCCL's bandwidth over the ranks of a launch, for the collectives the trainer uses
-// (layers/distributed.cuh): the all-reduce of plain data parallel, and ZeRO-1's reduce-scatter of the
-// gradients plus all-gather of the parameters. Each is first checked (every rank contributes rank + 1,
+// (layers/distributed.cuh): the all-reduce of plain data parallel, and ZeRO-1's reduce of the gradients to
+// their shards' owners (one ncclReduce per shard for the whole buffer) plus all-gather of the parameters. Each is first checked (every rank contributes rank + 1,
 // the average must be (N + 1) / 2 everywhere; the gather of optimizer-state shards for checkpoints too),
 // then timed. With one rank it exercises the whole code path, with N ranks it measures what --zero 0/1
 // will cost per step:
@@ -9,7 +9,8 @@
 //   RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 build/bench_allreduce --exit-rank 1 &
 //   RANK=0 ... build/bench_allreduce --nccl-timeout 20   (rank 0 must stop with a timeout error, not hang)
 // busbw is NCCL-tests' bus bandwidth: the all-reduce moves 2(N-1)/N of the buffer through each GPU's
-// links, reduce-scatter and all-gather (N-1)/N each, so busbw compares with the link's speed.
+// links, the reduces to the owners (like a reduce-scatter) and the all-gather (N-1)/N each, so busbw
+// compares with the link's speed.
 #include <cstdio>
 
 #if __has_include(<nccl.h>)
@@ -72,7 +73,8 @@ static double time_ms(cudaStream_t stream, int iterations, Run run) {
 }
 
 static int run(int argc, char** argv) {
-    CLI::App app("NCCL all-reduce / reduce-scatter + all-gather bandwidth over the ranks of a launch", "bench_allreduce");
+    CLI::App app("NCCL all-reduce / reduce to shard owners + all-gather bandwidth over the ranks of a launch",
+                 "bench_allreduce");
     DistributedFlags flags;
     add_distributed_flags(app, flags);
     double megabytes = 250;  // GPT-2 124M's gradient in bf16
@@ -108,14 +110,15 @@ static int run(int argc, char** argv) {
     CUDA_CHECK(cudaStreamCreate(&stream));
     const float average = float(N + 1) / 2;  // of 1, 2, ..., N: exact in bf16 for any N up to 256
 
-    // correctness: the averaged all-reduce, then reduce-scatter + all-gather
+    // correctness: the averaged all-reduce, then the reduce to the owners + all-gather
     fill(buffer.data(), buffer.size(), float(rank + 1), stream);
     comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
     comm.wait(stream);
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const size_t all_reduce_wrong = count_wrong(buffer, count, average);
     fill(buffer.data(), buffer.size(), float(rank + 1), stream);
-    comm.reduce_scatter_gradients(buffer.data(), shards, stream);
+    comm.reduce_to_owners_async(buffer.data(), {{0, count}}, shards, stream);
+    comm.wait(stream);
     comm.all_gather_params(buffer.data(), shards, stream);
     CUDA_CHECK(cudaStreamSynchronize(stream));
     const size_t zero_wrong = count_wrong(buffer, shards.padded_count(), average);
@@ -125,24 +128,27 @@ static int run(int argc, char** argv) {
         comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
         comm.wait(stream);
     });
-    const double reduce_scatter_ms = time_ms(stream, iterations, [&] { comm.reduce_scatter_gradients(buffer.data(), shards, stream); });
+    const double reduce_ms = time_ms(stream, iterations, [&] {
+        comm.reduce_to_owners_async(buffer.data(), {{0, count}}, shards, stream);
+        comm.wait(stream);
+    });
     const double all_gather_ms = time_ms(stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
     CUDA_CHECK(cudaStreamDestroy(stream));
 
     auto verdict = [](size_t wrong) { return wrong ? format("WRONG in %zu elements", wrong) : std::string("correct"); };
-    std::printf("rank %d/%d (GPU %d): all-reduce %s, reduce-scatter + all-gather %s, gather of shards %s\n", rank, N,
+    std::printf("rank %d/%d (GPU %d): all-reduce %s, reduce to owners + all-gather %s, gather of shards %s\n", rank, N,
                 group.local_rank, verdict(all_reduce_wrong).c_str(), verdict(zero_wrong).c_str(),
                 verdict(gather_wrong).c_str());
     if (rank == 0) {
         const double bytes = double(count) * sizeof(floatX), gb = 1e9;
         auto row = [&](const char* name, double ms, double bus_factor) {
             const double algbw = bytes / (ms / 1e3) / gb;
-            std::printf("| %-15s | %8.1f MB | %2d | %8.3f ms | %7.1f GB/s | %7.1f GB/s |\n", name, bytes / 1e6, N, ms,
+            std::printf("| %-16s | %8.1f MB | %2d | %8.3f ms | %7.1f GB/s | %7.1f GB/s |\n", name, bytes / 1e6, N, ms,
                         algbw, algbw * bus_factor);
         };
-        std::printf("| collective      | %11s | N  | %11s | %12s | %12s |\n", "buffer", "time", "algbw", "busbw");
+        std::printf("| collective       | %11s | N  | %11s | %12s | %12s |\n", "buffer", "time", "algbw", "busbw");
         row("all-reduce", all_reduce_ms, 2.0 * (N - 1) / N);
-        row("reduce-scatter", reduce_scatter_ms, double(N - 1) / N);
+        row("reduce to owners", reduce_ms, double(N - 1) / N);
         row("all-gather", all_gather_ms, double(N - 1) / N);
     }
     return all_reduce_wrong || zero_wrong || gather_wrong ? 1 : 0;

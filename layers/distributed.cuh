@@ -7,8 +7,10 @@
 //    bucket (gradient_buckets: one per layer, then the embeddings); the all-reduce (ncclAvg) runs on
 //    the communication stream while the next layer's backward computes, and wait() makes the compute
 //    stream wait for all of it before the optimizer step.
-//  - ZeRO-1 (--zero 1): after the backward pass, reduce_scatter_gradients leaves each rank the average
-//    gradient of its shard (in place, at the shard's offset in the padded buffer); gpu::GPT, given this
+//  - ZeRO-1 (--zero 1): in the same places the trainer calls reduce_to_owners_async instead, which
+//    averages each piece of the bucket onto the rank whose shard holds it (distributed.h's owner_pieces,
+//    one ncclReduce each, in one group). After wait() each rank holds the average gradient of its shard
+//    (in place, at the shard's offset in the padded buffer; the rest is stale); gpu::GPT, given this
 //    communicator as its ShardExchange (gpt.cuh), updates the shard's fp32 master weights, m and v
 //    (shard_size floats each instead of the full vector: the memory ZeRO-1 saves) and the shard of the
 //    bf16 parameters (adamw_update_shard, adamw.cuh), then all_gather_params sends every rank the
@@ -125,20 +127,26 @@ public:
         CUDA_CHECK(cudaStreamWaitEvent(compute_stream, collectives_done_, 0));
     }
 
-    // ---- ZeRO-1 (each call is ordered on stream: it starts after stream's earlier work, and stream's
-    // later work sees its result) ------------------------------------------------------------------
+    // ---- ZeRO-1 -----------------------------------------------------------------------------------
 
-    // grads holds shards.padded_count() values (zero past the parameters). Afterwards this rank's shard,
-    // grads[begin(rank), begin(rank) + shard_size), holds the average over the ranks; the rest is stale.
-    void reduce_scatter_gradients(floatX* grads, const ShardLayout& shards, cudaStream_t stream) {
+    // Like reduce_gradients_async, but each piece of the ranges is averaged onto its owner only. Once
+    // every bucket went through here and wait() was called, this rank's shard of grads
+    // (shards.padded_count() values, zero past the parameters) holds the average over the ranks.
+    void reduce_to_owners_async(floatX* grads, const std::vector<GradientRange>& ranges, const ShardLayout& shards,
+                                cudaStream_t compute_stream) {
         check_layout(shards);
-        floatX* own = grads + shards.shard_size * size_t(group_.rank);
-        collective(stream, "the gradient reduce-scatter", [&] {
-            settle(ncclReduceScatter(grads, own, shards.shard_size, NCCL_FLOATX, ncclAvg, comm_, comm_stream_),
-                   "queueing the gradient reduce-scatter");
+        collective(compute_stream, "the gradient reduce to the shard owners", [&] {
+            settle(ncclGroupStart(), "starting the gradient reduce");
+            for (const OwnedRange& piece : owner_pieces(ranges, shards))
+                settle(ncclReduce(grads + piece.offset, grads + piece.offset, piece.count, NCCL_FLOATX, ncclAvg,
+                                  piece.owner, comm_, comm_stream_),
+                       "queueing the gradient reduce");
+            settle(ncclGroupEnd(), "queueing the gradient reduce");
         });
-        wait(stream);
     }
+
+    // The rest of ZeRO-1 is ordered on stream: each call starts after stream's earlier work, and stream's
+    // later work sees its result.
 
     // Every rank's shard of params (padded_count() values) goes to every rank, in place.
     void all_gather_params(floatX* params, const ShardLayout& shards, cudaStream_t stream) override {

@@ -14,16 +14,18 @@
 //    rank has the id, so a missing rank is reported by name at start-up instead of hanging NCCL's init.
 //    Every wait has a timeout and ends in a focus::Error naming the rank and what it waited for.
 //  - ShardLayout (ZeRO-1): the flat parameter vector is split into world_size equal, aligned shards
-//    (padded at the end), because NCCL's reduce-scatter and all-gather move equal chunks. Rank r owns
-//    the AdamW state (m, v, fp32 master weights) of shard r only: gradients are reduce-scattered,
-//    each rank updates its shard, and the updated parameters are all-gathered. shard_segments lists the
+//    (padded at the end), because NCCL's all-gather moves equal chunks. Rank r owns the AdamW state (m,
+//    v, fp32 master weights) of shard r only: each gradient bucket is averaged onto the ranks that own
+//    its pieces (owner_pieces) while the backward pass goes on, each rank updates its shard, and the
+//    updated parameters are all-gathered. shard_segments lists the
 //    pieces of tensors a shard covers, each with its tensor's learning-rate multiplier and weight-decay
 //    flag, so the shard's update is exactly the per-tensor loop of the single-GPU trainer, restricted.
 //  - Checkpoints stay world-size independent: state.bin holds the FULL m and v. Saving all-gathers the
 //    shards (rank 0 writes); loading reads the full vectors and each rank keeps shard_slice of them, so
 //    a run saved on N GPUs resumes on M. model.bin is the full parameter vector as always.
 //  - gradient_buckets: the gradient ranges each layer's backward pass finishes, in the order it
-//    finishes them, so the all-reduce of layer l runs while layer l-1 computes.
+//    finishes them, so the all-reduce (or under ZeRO-1 the reduce to the owners) of layer l runs while
+//    layer l-1 computes.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <arpa/inet.h>
@@ -606,6 +608,31 @@ inline GradientBuckets gradient_buckets(const std::vector<ParamTensor>& layout, 
         for (int l = 0; l < num_layers; l++) buckets.layers[l].push_back({t.offset + l * per_layer, per_layer});
     }
     return buckets;
+}
+
+// ZeRO-1's version of a bucket: its ranges cut at the shard boundaries, each piece with the rank that owns
+// it. Averaging every piece onto its owner (NCCL's reduce with ncclAvg, root = owner) leaves each rank's
+// shard exactly what a reduce-scatter after the backward pass would, but bucket by bucket, so it overlaps
+// the backward pass like the all-reduce does. Each rank sends each gradient once either way.
+struct OwnedRange {
+    size_t offset = 0, count = 0;
+    int owner = 0;
+};
+
+inline std::vector<OwnedRange> owner_pieces(const std::vector<GradientRange>& ranges, const ShardLayout& shards) {
+    std::vector<OwnedRange> pieces;
+    for (const GradientRange& g : ranges) {
+        check(g.offset + g.count <= shards.parameter_count,
+              format("gradient range [%zu, %zu) past the %zu parameters", g.offset, g.offset + g.count,
+                     shards.parameter_count));
+        for (size_t at = g.offset; at < g.offset + g.count;) {
+            const int owner = int(at / shards.shard_size);
+            const size_t to = std::min(g.offset + g.count, shards.end(owner));
+            pieces.push_back({at, to - at, owner});
+            at = to;
+        }
+    }
+    return pieces;
 }
 
 }  // namespace focus

@@ -18,7 +18,8 @@
 //   ZeRO-1    given a ShardExchange (the other ranks: distributed.cuh's Communicator), the model keeps
 //             master, m and v for its own shard of the parameters only (distributed.h's ShardLayout),
 //             updates that shard and all-gathers the parameters; the gradient norm adds up the ranks'
-//             shards. The caller reduce-scatters the gradients before gradient_norm(). Without one, the
+//             shards. The caller averages the gradients onto their shards' owners before gradient_norm()
+//             (Communicator::reduce_to_owners_async, from backward's bucket callback). Without one, the
 //             layout is a single shard: the whole vector, the single-GPU model.
 // Memory, all on the device, one allocation per buffer:
 //   parameters  master (float) and params (floatX, what the kernels read: master rounded), grads
@@ -122,7 +123,7 @@ public:
     }
     // Under ZeRO-1 every rank must call parameters() and optimizer_state(): they gather the shards.
     std::vector<float> parameters() const { return whole(master_); }
-    // The accumulated gradients (under ZeRO-1, after the reduce-scatter, only this rank's shard is current).
+    // The accumulated gradients (under ZeRO-1, once reduced to the owners, only this rank's shard is current).
     std::vector<float> gradients() const { return download(grads_.data(), num_parameters()); }
     // AdamW's moments, for checkpoints (state.bin): always the full vectors, whatever the world size.
     void load_optimizer_state(const std::vector<float>& m, const std::vector<float>& v) {
@@ -258,7 +259,7 @@ public:
     }
 
     // sqrt(sum of squared gradients), the global norm that clipping uses. Under ZeRO-1 each rank adds up
-    // its own shard of the reduce-scattered gradients, and the ranks' sums are added.
+    // its own shard of the averaged gradients, and the ranks' sums are added.
     double gradient_norm() {
         if (exchange_) {
             sum_of_squares(norm_.data(), grads_.data() + shards_.shard_size * rank_, shards_.shard_size, stream_);

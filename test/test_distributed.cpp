@@ -3,7 +3,9 @@
 //  - N ranks reading their part of a batch average to the gradient one rank accumulates over N micro-batches;
 //  - the ZeRO-1 shard layout: equal aligned shards that cover every parameter exactly once, and
 //    segments that carry their tensor's learning-rate multiplier and weight-decay flag;
-//  - N simulated ranks (reduce-scatter, AdamW on the own shard, all-gather) end bit-identical to one
+//  - owner_pieces cuts every gradient bucket at the shard boundaries, each piece inside its owner's shard;
+//  - N simulated ranks (each bucket reduced to the owners of its pieces, AdamW on the own shard,
+//    all-gather) end bit-identical to one
 //    rank running the trainer's per-tensor loop, also across a checkpoint saved on N ranks and resumed
 //    on M; re-sharding N -> M round trips for parameter counts that do not divide;
 //  - the process group from flags and each launcher's environment, with clear errors for bad input;
@@ -80,10 +82,12 @@ struct SimulatedRanks {
     ShardLayout shards;
     std::vector<std::vector<float>> params, m, v;  // per rank
     std::vector<std::vector<ShardSegment>> segments;
+    GradientBuckets buckets;
 
-    SimulatedRanks(const std::vector<ParamTensor>& layout, const std::vector<float>& initial, const std::vector<float>& full_m,
+    SimulatedRanks(const GPTConfig& config, const std::vector<float>& initial, const std::vector<float>& full_m,
                    const std::vector<float>& full_v, int world)
-        : shards(shard_layout(initial.size(), world)) {
+        : shards(shard_layout(initial.size(), world)), buckets(gradient_buckets(parameter_layout(config), config.num_layers)) {
+        const std::vector<ParamTensor> layout = parameter_layout(config);
         for (int r = 0; r < world; r++) {
             std::vector<float> padded = initial;
             padded.resize(shards.padded_count(), 0.0f);
@@ -94,13 +98,26 @@ struct SimulatedRanks {
         }
     }
 
-    // grads_per_rank: each rank's own gradient (full vector). The averaged gradient is what NCCL's
-    // reduce-scatter with ncclAvg leaves in each rank's shard; here every rank reads it from one vector.
-    void step(const std::vector<float>& averaged_grads, int step) {
-        std::vector<float> padded_grads = averaged_grads;
-        padded_grads.resize(shards.padded_count(), 0.0f);
-        for (int r = 0; r < shards.world_size; r++)
-            adamw_update_shard(params[r].data(), padded_grads.data(), m[r].data(), v[r].data(), segments[r], step,
+    // grads_per_rank: each rank's own gradient (full vector). As the trainer does, each bucket's pieces
+    // are averaged onto their owners (NCCL's reduce with ncclAvg: the ranks' values added in rank order,
+    // then divided), bucket by bucket in the backward pass's order; then each rank updates its shard from
+    // its own gradient buffer, whose other parts still hold its own, unaveraged gradient.
+    void step(const std::vector<std::vector<float>>& grads_per_rank, int step) {
+        const int N = shards.world_size;
+        std::vector<std::vector<float>> grads = grads_per_rank;
+        for (auto& g : grads) g.resize(shards.padded_count(), 0.0f);
+        auto reduce_to_owners = [&](const std::vector<GradientRange>& ranges) {
+            for (const OwnedRange& piece : owner_pieces(ranges, shards))
+                for (size_t i = piece.offset; i < piece.offset + piece.count; i++) {
+                    float sum = 0.0f;
+                    for (int r = 0; r < N; r++) sum += grads_per_rank[r][i];
+                    grads[piece.owner][i] = sum / float(N);
+                }
+        };
+        for (auto layer = buckets.layers.rbegin(); layer != buckets.layers.rend(); ++layer) reduce_to_owners(*layer);
+        reduce_to_owners(buckets.rest);
+        for (int r = 0; r < N; r++)
+            adamw_update_shard(params[r].data(), grads[r].data(), m[r].data(), v[r].data(), segments[r], step,
                                base_adamw(), LR_ATTN_MULT, GRAD_SCALE);
         // all-gather: every rank receives every rank's shard of the parameters
         for (int r = 0; r < shards.world_size; r++)
@@ -303,10 +320,10 @@ TEST_CASE("ZeRO-1 over N simulated ranks is bit-identical to one rank") {
         std::vector<float> params(count);
         init_parameters(params.data(), layout, config.num_layers, 7);
         std::vector<float> m(count, 0.0f), v(count, 0.0f);
-        SimulatedRanks ranks(layout, params, m, v, world);
+        SimulatedRanks ranks(config, params, m, v, world);
         for (int step = 1; step <= 3; step++) {
-            const std::vector<float> grads = average(rank_gradients(rng, count, world));
-            single_rank_step(layout, params, grads, m, v, step);
+            const std::vector<std::vector<float>> grads = rank_gradients(rng, count, world);
+            single_rank_step(layout, params, average(grads), m, v, step);
             ranks.step(grads, step);
         }
         for (int r = 0; r < world; r++) {
@@ -330,11 +347,11 @@ TEST_CASE("a checkpoint saved on N ranks resumes on M ranks bit-exactly") {
         std::vector<float> params(count);
         init_parameters(params.data(), layout, config.num_layers, 11);
         std::vector<float> m(count, 0.0f), v(count, 0.0f);
-        SimulatedRanks before(layout, params, m, v, saved_world);
+        SimulatedRanks before(config, params, m, v, saved_world);
         int step = 1;
         for (; step <= 2; step++) {
-            const std::vector<float> grads = average(rank_gradients(rng, count, saved_world));
-            single_rank_step(layout, params, grads, m, v, step);
+            const std::vector<std::vector<float>> grads = rank_gradients(rng, count, saved_world);
+            single_rank_step(layout, params, average(grads), m, v, step);
             before.step(grads, step);
         }
         TrainState saved;
@@ -343,11 +360,11 @@ TEST_CASE("a checkpoint saved on N ranks resumes on M ranks bit-exactly") {
         saved.v = SimulatedRanks::gathered(before.v, before.shards);
         save_state(path, saved);
         const TrainState loaded = load_state(path, count);
-        SimulatedRanks after(layout, std::vector<float>(before.params[0].begin(), before.params[0].begin() + count),
+        SimulatedRanks after(config, std::vector<float>(before.params[0].begin(), before.params[0].begin() + count),
                              loaded.m, loaded.v, resumed_world);
         for (; step <= 4; step++) {
-            const std::vector<float> grads = average(rank_gradients(rng, count, resumed_world));
-            single_rank_step(layout, params, grads, m, v, step);
+            const std::vector<std::vector<float>> grads = rank_gradients(rng, count, resumed_world);
+            single_rank_step(layout, params, average(grads), m, v, step);
             after.step(grads, step);
         }
         CHECK(std::equal(params.begin(), params.end(), after.params[resumed_world - 1].begin()));
@@ -423,6 +440,41 @@ TEST_CASE("gradient buckets: every gradient once, each layer's slice in its buck
     unknown.push_back({"extra", count, 5, {5}});
     CHECK_THROWS_WITH(gradient_buckets(unknown, config.num_layers),
                       "tensor extra is not [layers, ...]: gradient_buckets does not know when its gradient is done");
+}
+
+TEST_CASE("owner pieces: each range cut at the shard boundaries, each piece inside its owner's shard") {
+    const GPTConfig config = small_config();
+    const std::vector<ParamTensor> layout = parameter_layout(config);
+    const size_t count = parameter_count(layout);
+    const GradientBuckets buckets = gradient_buckets(layout, config.num_layers);
+    for (int world : {1, 2, 3, 8, 100}) {
+        CAPTURE(world);
+        const ShardLayout shards = shard_layout(count, world);
+        std::vector<int> covered(count, 0);
+        auto cover = [&](const std::vector<GradientRange>& ranges) {
+            const std::vector<OwnedRange> pieces = owner_pieces(ranges, shards);
+            size_t range_total = 0, piece_total = 0;
+            for (const GradientRange& g : ranges) range_total += g.count;
+            for (const OwnedRange& p : pieces) {
+                CHECK(p.count > 0);
+                CHECK(p.offset >= shards.begin(p.owner));
+                CHECK(p.offset + p.count <= shards.end(p.owner));
+                piece_total += p.count;
+                for (size_t i = p.offset; i < p.offset + p.count; i++) covered[i]++;
+            }
+            CHECK(piece_total == range_total);
+        };
+        for (const auto& layer : buckets.layers) cover(layer);
+        cover(buckets.rest);
+        CHECK(std::all_of(covered.begin(), covered.end(), [](int c) { return c == 1; }));
+    }
+    // a range across two shards of 128: two pieces
+    const ShardLayout two = shard_layout(256, 2);
+    const std::vector<OwnedRange> pieces = owner_pieces({{100, 50}}, two);
+    REQUIRE(pieces.size() == 2);
+    CHECK((pieces[0].offset == 100 && pieces[0].count == 28 && pieces[0].owner == 0));
+    CHECK((pieces[1].offset == 128 && pieces[1].count == 22 && pieces[1].owner == 1));
+    CHECK_THROWS_WITH(owner_pieces({{200, 57}}, two), "gradient range [200, 257) past the 256 parameters");
 }
 
 TEST_CASE("process group from flags and launcher environments") {

@@ -19,7 +19,8 @@
 //  - two identical steps give bit-identical gradients.
 // Then the data-parallel path on one rank (softmax, learned positions): a 1-rank NCCL Communicator
 // (layers/distributed.cuh) with the overlapped all-reduce (--zero 0), and as the model's ShardExchange
-// (--zero 1: reduce-scatter, sharded update, all-gather, the norm summed over ranks), takes two training
+// (--zero 1: the overlapped reduce to the shard owners, sharded update, all-gather, the norm summed over
+// ranks), takes two training
 // steps bit-identical to the plain model's: parameters, AdamW's moments, norms and losses. An average
 // over one rank is a copy, so any difference is the wiring (buffers, offsets, segments), not rounding.
 // Tolerances (none calibrated on a GPU yet):
@@ -175,18 +176,19 @@ void test_one_rank_data_parallel(const focus::GPTConfig& config) {
     struct StepResult {
         double loss, norm;
     };
-    // zero 0 overlaps the all-reduce with the backward pass; zero 1 reduce-scatters after it
-    auto train_step = [&](focus::gpu::GPT& model, int step, bool overlap, bool scatter) {
+    // as the trainer does: zero 0 all-reduces each bucket during the backward pass, zero 1 reduces each
+    // bucket's pieces to their owners
+    auto train_step = [&](focus::gpu::GPT& model, int step, bool distributed) {
         model.zero_grad();
         const double loss = model.forward(tokens.data(), targets.data(), B, T);
         focus::GradientsDone reduce;
-        if (overlap)
+        if (distributed)
             reduce = [&](const std::vector<focus::GradientRange>& ranges) {
-                comm.reduce_gradients_async(model.grads(), ranges, model.stream());
+                if (&model == &sharded) comm.reduce_to_owners_async(model.grads(), ranges, model.shards(), model.stream());
+                else comm.reduce_gradients_async(model.grads(), ranges, model.stream());
             };
         model.backward(1.0, reduce);
-        if (overlap) comm.wait(model.stream());
-        if (scatter) comm.reduce_scatter_gradients(model.grads(), model.shards(), model.stream());
+        if (distributed) comm.wait(model.stream());
         const double norm = model.gradient_norm();
         adamw.lr = 1e-2f;
         model.update(adamw, 3.0f, step, focus::clip_scale(norm, 0.5f));
@@ -194,9 +196,9 @@ void test_one_rank_data_parallel(const focus::GPTConfig& config) {
     };
     for (focus::gpu::GPT* model : {&plain, &replicated, &sharded}) model->init(1337);
     for (int step = 1; step <= 2; step++) {
-        const StepResult want = train_step(plain, step, false, false);
-        const StepResult zero0 = train_step(replicated, step, true, false);
-        const StepResult zero1 = train_step(sharded, step, false, true);
+        const StepResult want = train_step(plain, step, false);
+        const StepResult zero0 = train_step(replicated, step, true);
+        const StepResult zero1 = train_step(sharded, step, true);
         const std::pair<const char*, StepResult> results[] = {{"--zero 0", zero0}, {"--zero 1", zero1}};
         for (const auto& [name, got] : results) {
             const bool same = got.loss == want.loss && got.norm == want.norm;

@@ -33,7 +33,7 @@
 //  - cuBLASLt (what layers/matmul.cuh uses): column-major D = epilogue(alpha op(A) op(B) + beta C + bias)
 //    with fp32 accumulation, the BIAS, GELU_AUX and GELU_AUX_BIAS epilogues (tanh GELU), transposes,
 //    shape, leading-dimension and aux-buffer rules checked as cublasLt.h documents them.
-//  - NCCL with one rank (all-reduce, reduce-scatter, all-gather: copies; in-place layouts checked).
+//  - NCCL with one rank (all-reduce, reduce, all-gather: copies; in-place layouts checked).
 //  - Streams and events exist but every call is synchronous; the device reports itself as an sm_90 H100.
 // What is not:
 //  - Data races are not detected: fibers switch only at barriers and shuffles, so between two barriers a

@@ -1214,9 +1214,10 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
                            cudaStream_t stream) {
     return one_rank_copy(send, recv, count, type, stream, "ncclAllReduce");
 }
-ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t,
-                               ncclComm_t, cudaStream_t stream) {
-    return one_rank_copy(send, recv, recvcount, type, stream, "ncclReduceScatter");
+ncclResult_t ncclReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t, int root,
+                        ncclComm_t, cudaStream_t stream) {
+    if (root != 0) return nccl_error(ncclInvalidArgument, format("ncclReduce to root %d of one rank", root));
+    return one_rank_copy(send, recv, count, type, stream, "ncclReduce");
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t sendcount, ncclDataType_t type, ncclComm_t,
                            cudaStream_t stream) {
