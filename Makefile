@@ -132,8 +132,9 @@ gpu-check: gpu-binaries
 # the top of cuda_emulation.h) and run on its small shapes in bf16 and fp32. Needs the CUDA headers (next to
 # nvcc), not a GPU. The sources are preprocessed into $(BUILD)/emulation/ first (launches and __shared__
 # are not C++); build/train_gpt_emulated and build/eval_gpt_emulated are the GPU trainer and evaluator
-# built the same way. `make test` runs it, so
-# every kernel's indexing, barriers and bounds are exercised on machines without a GPU (about 2 minutes).
+# built the same way, which test/test_emulated_programs.sh compares with train_gpt_cpu and eval_gpt
+# --device cpu. `make test` runs it all, so every kernel's indexing, barriers and bounds and the GPU
+# programs' wiring are exercised on machines without a GPU (about 4 minutes).
 # nvcc may be a wrapper script (CI's /usr/local/bin/nvcc), so ask it where its toolkit is (TOP).
 ifndef CUDA_INCLUDE
 CUDA_INCLUDE := $(if $(NVCC),$(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p')/include)
@@ -170,11 +171,13 @@ $(BUILD)/eval_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/eval_gpt.o
 .PHONY: emulate-check
 emulate-check:
 	@if [ -z "$(CUDA_INCLUDE)" ]; then echo "CUDA headers not found (no nvcc): skipping the emulated GPU tests"; else \
-	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated || exit 1; status=0; \
+	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated $(BUILD)/train_gpt_emulated \
+	    $(BUILD)/eval_gpt_emulated $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt || exit 1; status=0; \
 	  ./$(BUILD)/test_gpu_emulated --small || status=1; ./$(BUILD)/test_gpu_fp32_emulated --small || status=1; \
 	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
 	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
 	  then tail -1 $(BUILD)/emulated_reverse.log; else cat $(BUILD)/emulated_reverse.log; status=1; fi; \
+	  bash test/test_emulated_programs.sh $(BUILD) || status=1; \
 	  exit $$status; fi
 
 # ---- commands -----------------------------------------------------------------------------------
