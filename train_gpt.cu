@@ -20,9 +20,11 @@
 // --total-batch counts the tokens of all ranks. The gradients are averaged over the ranks before the
 // norm and the update: under --zero 0 each layer's all-reduce is queued by the last micro-batch's
 // backward pass as soon as the layer is done; under --zero 1 each layer's gradient is averaged onto the
-// ranks that own its pieces, just as early, and gpu::GPT updates its shard of the optimizer state. The ranks agree on the logged loss and on
-// stopping; rank 0 alone prints, logs, samples, evaluates and writes checkpoints, which stay world-size
-// independent (--resume on another GPU count re-positions the data and re-shards AdamW's moments).
+// ranks that own its pieces, just as early, and gpu::GPT updates its shard of the optimizer state. The
+// ranks agree on the logged loss and on stopping, and share each evaluation (each runs its part of the
+// validation batches and benchmark items; the sums are added over the ranks). Rank 0 alone prints, logs,
+// samples and writes checkpoints, which stay world-size independent (--resume on another GPU count
+// re-positions the data and re-shards AdamW's moments).
 //
 // Model FLOPs utilisation (MFU, GPU only): model FLOPs per token are estimated as in PaLM (and llm.c)
 // as 6 N + 12 L T C: 6 N for the forward and backward matmuls of N parameters (all of them, embeddings
@@ -344,7 +346,7 @@ static int run(int argc, char** argv) {
     check(!group.distributed(),
           format("world size %d (%s): %s", group.world_size, group.launcher.c_str(), one_process));
 #endif
-    const bool main_rank = group.rank == 0;  // prints, logs, samples, evaluates and saves
+    const bool main_rank = group.rank == 0;  // prints, logs, samples and saves
     if (!main_rank) check(std::freopen("/dev/null", "w", stdout) != nullptr, "cannot silence the stdout of rank > 0");
     const Device device = open_device();
 
@@ -507,10 +509,12 @@ static int run(int argc, char** argv) {
     adamw.weight_decay = o.weight_decay;
     // With several ranks (train_gpt): reduce_bucket queues the all-reduce (--zero 0) or the reduce to the
     // shard owners (--zero 1) of each bucket the last micro-batch's backward pass finishes,
-    // average_gradients waits for them before the norm, mean_over_ranks is what the ranks agree on.
+    // average_gradients waits for them before the norm, mean_over_ranks is what the ranks agree on, and
+    // share splits the evaluations over the ranks.
     GradientsDone reduce_bucket;
     std::function<void()> average_gradients = [] {};
     std::function<double(double)> mean_over_ranks = [](double value) { return value; };
+    RankShare share;
 #ifdef __CUDACC__
     if (comm) {
         reduce_bucket = [&](const std::vector<GradientRange>& ranges) {
@@ -518,7 +522,8 @@ static int run(int argc, char** argv) {
             else comm->reduce_gradients_async(model.grads(), ranges, model.stream());
         };
         average_gradients = [&] { comm->wait(model.stream()); };
-        mean_over_ranks = [&](double value) { return double(comm->mean_over_ranks(float(value), model.stream())); };
+        mean_over_ranks = [&](double value) { return comm->mean_over_ranks(value, model.stream()); };
+        share = {group.rank, group.world_size, [&](std::vector<double>& sums) { comm->sum_over_ranks(sums, model.stream()); }};
     }
 #endif
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
@@ -574,10 +579,10 @@ static int run(int argc, char** argv) {
         }
         bool last = step + 1 == o.steps;
         const bool evaluate_now = (o.eval_every && (step + 1) % o.eval_every == 0) || last;
-        if (main_rank && (val_loader || !eval_tasks.empty()) && evaluate_now) {
+        if ((val_loader || !eval_tasks.empty()) && evaluate_now) {  // every rank: each does its share
             json line = {{"step", step + 1}};
             if (val_loader) {
-                Evaluation val = evaluate(model, *val_loader, o.eval_batches, B, T, token_bytes);
+                Evaluation val = evaluate(model, *val_loader, o.eval_batches, B, T, token_bytes, share);
                 std::printf("step %lld | val loss %.4f | val acc %.4f%s\n", (long long)step + 1, val.loss,
                             val.accuracy.fraction(),
                             std::isnan(val.bits_per_byte) ? "" : format(" | %.4f bits/byte", val.bits_per_byte).c_str());
@@ -585,7 +590,7 @@ static int run(int argc, char** argv) {
                 line["val_acc"] = val.accuracy.fraction();
                 if (!std::isnan(val.bits_per_byte)) line["val_bpb"] = val.bits_per_byte;
             }
-            for (const TaskResult& r : evaluate_tasks(model, eval_tasks, *tokenizer, o.eval_task_limit)) {
+            for (const TaskResult& r : evaluate_tasks(model, eval_tasks, *tokenizer, o.eval_task_limit, share)) {
                 std::printf("step %lld | %s\n", (long long)step + 1, summary(r).c_str());
                 line[r.task + "_acc"] = r.acc;
                 if (!std::isnan(r.acc_norm)) line[r.task + "_acc_norm"] = r.acc_norm;

@@ -462,26 +462,42 @@ struct TaskResult {
     double ppl = NAN;       // LAMBADA only
 };
 
+// An evaluation split over data-parallel ranks: this process does the items (or validation batches) i
+// with i % world == rank, and `sum` adds a vector of partial sums over the ranks in place, so that every
+// rank ends with the totals (train_gpt passes NCCL's all-reduce). The default: one process does it all.
+struct RankShare {
+    int rank = 0, world = 1;
+    std::function<void(std::vector<double>&)> sum;  // empty: nothing to add
+
+    bool mine(size_t i) const { return i % size_t(world) == size_t(rank); }
+    void add_up(std::vector<double>& partial) const {
+        if (sum) sum(partial);
+    }
+};
+
 // Scores the first `limit` items (0: all), leaving out (and counting) those with a continuation the
-// model cannot read whole, such as a 246-token PIQA solution for a model of 128 positions.
+// model cannot read whole, such as a 246-token PIQA solution for a model of 128 positions. With a
+// RankShare, each rank scores its share of those items and the counts are added over the ranks.
 // Encoder is anything with std::vector<int> encode(std::string_view) const, such as focus::Tokenizer;
 // context and continuation are encoded separately, so a continuation has the same tokens in every
 // context.
 template <typename Encoder>
-TaskResult evaluate_task(const Task& task, Scorer& scorer, const Encoder& encoder, size_t limit = 0) {
+TaskResult evaluate_task(const Task& task, Scorer& scorer, const Encoder& encoder, size_t limit = 0,
+                         const RankShare& share = {}) {
     TaskResult result{task.name};
     result.skipped = task.skipped.count;
     const size_t end = limit == 0 ? task.items.size() : std::min(limit, task.items.size());
-    size_t count = 0, correct = 0, correct_norm = 0;
+    size_t count = 0, correct = 0, correct_norm = 0, too_long = 0;
     double word_nll = 0;
     for (size_t i = 0; i < end; i++) {
+        if (!share.mine(i)) continue;
         const Item& item = task.items[i];
         const int max_seq_len = scorer.max_seq_len();
         std::vector<std::vector<int>> continuations;
         for (const Choice& choice : item.choices) continuations.push_back(encoder.encode(choice.continuation));
         auto fits = [&](const std::vector<int>& tokens) { return (int)tokens.size() <= max_seq_len; };
         if (!std::all_of(continuations.begin(), continuations.end(), fits)) {
-            result.too_long++;
+            too_long++;
             continue;
         }
         std::vector<Sequence> sequences;
@@ -512,11 +528,15 @@ TaskResult evaluate_task(const Task& task, Scorer& scorer, const Encoder& encode
             correct_norm += argmax(loglik_per_char) == item.gold;
         }
     }
-    result.count = count;
-    if (count == 0) return result;
-    result.acc = double(correct) / count;
-    if (task.last_word) result.ppl = std::exp(word_nll / count);
-    else result.acc_norm = double(correct_norm) / count;
+    // counts below 2^53 add up exactly as doubles
+    std::vector<double> totals = {double(count), double(too_long), double(correct), double(correct_norm), word_nll};
+    share.add_up(totals);
+    result.count = size_t(totals[0]);
+    result.too_long = size_t(totals[1]);
+    if (result.count == 0) return result;
+    result.acc = totals[2] / totals[0];
+    if (task.last_word) result.ppl = std::exp(totals[4] / totals[0]);
+    else result.acc_norm = totals[3] / totals[0];
     return result;
 }
 

@@ -46,29 +46,38 @@ inline std::vector<int> token_byte_lengths(const Tokenizer& tokenizer) {
 }
 
 // The first `batches` batches of the validation data (fewer if it has fewer). token_bytes empty:
-// no bits per byte.
+// no bits per byte. With a RankShare each rank runs its share of the batches and the sums are added
+// over the ranks (the same batches as one process, so the same numbers up to the order of the sum).
 template <typename Model>
 Evaluation evaluate(Model& model, DataLoader& val, int batches, int B, int T,
-                    const std::vector<int>& token_bytes = {}) {
+                    const std::vector<int>& token_bytes = {}, const RankShare& share = {}) {
     std::vector<int> inputs((size_t)B * T), targets((size_t)B * T);
     val.set_position(0, 0);
     int n = (int)std::min<size_t>(batches, val.batches_per_epoch());
     double nll = 0.0;
-    size_t bytes = 0;
-    Evaluation result;
+    size_t bytes = 0, tokens = 0;
+    Accuracy accuracy;
     for (int i = 0; i < n; i++) {
         val.next_batch(inputs.data(), targets.data());
+        if (!share.mine(i)) continue;
         model.forward(inputs.data(), targets.data(), B, T);
-        result.accuracy += accuracy_of(model, targets);
+        accuracy += accuracy_of(model, targets);
         for (size_t j = 0; j < targets.size(); j++) {
             if (targets[j] < 0) continue;
             nll += model.losses()[j];
-            result.tokens++;
+            tokens++;
             if (!token_bytes.empty()) bytes += token_bytes.at(targets[j]);
         }
     }
-    result.loss = nll / result.tokens;
-    if (bytes) result.bits_per_byte = nll / std::log(2.0) / bytes;
+    // counts below 2^53 add up exactly as doubles
+    std::vector<double> totals = {nll, double(tokens), double(bytes), double(accuracy.correct), double(accuracy.counted)};
+    share.add_up(totals);
+    Evaluation result;
+    result.tokens = size_t(totals[1]);
+    result.accuracy.correct = size_t(totals[3]);
+    result.accuracy.counted = size_t(totals[4]);
+    result.loss = totals[0] / totals[1];
+    if (totals[2] > 0) result.bits_per_byte = totals[0] / std::log(2.0) / totals[2];
     return result;
 }
 
@@ -99,12 +108,12 @@ inline std::vector<Task> load_tasks(const std::string& list, const std::string& 
 
 template <typename Model>
 std::vector<TaskResult> evaluate_tasks(Model& model, const std::vector<Task>& tasks, const Tokenizer& tokenizer,
-                                       size_t limit) {
+                                       size_t limit, const RankShare& share = {}) {
     check(tasks.empty() || model.config().vocab_size == Tokenizer::VOCAB_SIZE,
           format("zero-shot tasks need a GPT-2 vocabulary model (this one has %d tokens)", model.config().vocab_size));
     ModelScorer<Model> scorer(model);
     std::vector<TaskResult> results;
-    for (const Task& task : tasks) results.push_back(evaluate_task(task, scorer, tokenizer, limit));
+    for (const Task& task : tasks) results.push_back(evaluate_task(task, scorer, tokenizer, limit, share));
     return results;
 }
 

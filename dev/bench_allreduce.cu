@@ -49,7 +49,7 @@ static size_t count_wrong_gather(Communicator& comm, const ShardLayout& shards, 
     size_t wrong = full.size() != shards.parameter_count;
     for (int owner = 0; owner < N; owner++)
         for (size_t i = shards.begin(owner); i < shards.end(owner) && !wrong; i++) wrong += full[i] != float(owner);
-    wrong += comm.mean_over_ranks(float(rank + 1), stream) != float(N + 1) / 2;
+    wrong += comm.mean_over_ranks(double(rank + 1), stream) != double(N + 1) / 2;
     return wrong;
 }
 

@@ -186,15 +186,28 @@ public:
         wait(stream);
     }
 
-    // The mean of value over the ranks, on the host: the step's loss and the validation loss for the log,
-    // and whether any rank was interrupted (Ctrl-C), so that all stop at the same step.
-    float mean_over_ranks(float value, cudaStream_t stream) {
-        if (!scalar_.data()) scalar_ = DeviceBuffer<float>(1);
-        CUDA_CHECK(cudaMemcpyAsync(scalar_.data(), &value, sizeof value, cudaMemcpyHostToDevice, stream));
-        all_reduce_sum(scalar_.data(), 1, stream);
-        CUDA_CHECK(cudaMemcpyAsync(&value, scalar_.data(), sizeof value, cudaMemcpyDeviceToHost, stream));
+    // Host values summed over the ranks, in place (every rank gets the sums): the partial sums of an
+    // evaluation split over the ranks (RankShare, benchmarks.h).
+    void sum_over_ranks(std::vector<double>& values, cudaStream_t stream) {
+        if (host_sums_.size() < values.size()) host_sums_ = DeviceBuffer<double>(values.size());
+        const size_t bytes = values.size() * sizeof(double);
+        CUDA_CHECK(cudaMemcpyAsync(host_sums_.data(), values.data(), bytes, cudaMemcpyHostToDevice, stream));
+        collective(stream, "a sum over the ranks", [&] {
+            settle(ncclAllReduce(host_sums_.data(), host_sums_.data(), values.size(), ncclFloat64, ncclSum, comm_,
+                                 comm_stream_),
+                   "queueing a sum over the ranks");
+        });
+        wait(stream);
+        CUDA_CHECK(cudaMemcpyAsync(values.data(), host_sums_.data(), bytes, cudaMemcpyDeviceToHost, stream));
         CUDA_CHECK(cudaStreamSynchronize(stream));
-        return value / float(group_.world_size);
+    }
+
+    // The mean of value over the ranks, on the host: the step's loss for the log, and whether any rank
+    // was interrupted (Ctrl-C), so that all stop at the same step.
+    double mean_over_ranks(double value, cudaStream_t stream) {
+        std::vector<double> sum = {value};
+        sum_over_ranks(sum, stream);
+        return sum[0] / group_.world_size;
     }
 
 private:
@@ -281,7 +294,7 @@ private:
     ncclComm_t comm_ = nullptr;
     cudaStream_t comm_stream_ = nullptr;
     cudaEvent_t work_ready_ = nullptr, collectives_done_ = nullptr;
-    DeviceBuffer<float> scalar_;  // mean_over_ranks's one value
+    DeviceBuffer<double> host_sums_;  // sum_over_ranks's values on their way through NCCL
 
     // Shared with the watchdog thread, under mutex_: the last collective queued (watched_ is recorded after
     // it) and since when the communication stream has had unfinished work.

@@ -57,6 +57,22 @@ Item choices_after(const std::string& context, const std::vector<std::string>& c
     return item;
 }
 
+// N simulated ranks: run(share) is called once per rank to record the partial sums it adds up, then
+// again per rank with add_up answering the totals, as NCCL's all-reduce does; the second round's results.
+template <typename Result, typename Run>
+std::vector<Result> over_simulated_ranks(int world, Run run) {
+    std::vector<double> totals;
+    for (int r = 0; r < world; r++)
+        run(RankShare{r, world, [&](std::vector<double>& partial) {
+                          totals.resize(partial.size(), 0.0);
+                          for (size_t i = 0; i < partial.size(); i++) totals[i] += partial[i];
+                      }});
+    std::vector<Result> results;
+    for (int r = 0; r < world; r++)
+        results.push_back(run(RankShare{r, world, [&](std::vector<double>& partial) { partial = totals; }}));
+    return results;
+}
+
 }  // namespace
 
 TEST_CASE("benchmarks: HellaSwag's text layout, with a bad label and a cut-off last task") {
@@ -274,6 +290,62 @@ TEST_CASE("benchmarks: LAMBADA's acc (greedy on every token) and per-word perple
     CHECK(result.ppl == doctest::Approx(std::exp(4.0)));     // summed NLL 5, 5, 2
     CHECK(std::isnan(result.acc_norm));
     CHECK(summary(result) == "lambada: acc 0.6667 ppl 54.598 (3 items, 0 skipped)");
+}
+
+TEST_CASE("evaluation shared by N ranks gives one process's numbers") {
+    // tasks: items i % N == rank on each rank, counts added up
+    Task task("test");
+    for (int i = 0; i < 11; i++)
+        task.items.push_back(choices_after("ctx", {i % 3 ? " a" : " zz", i % 4 ? " zzz" : " zzzzzzz", " Abc"}, i % 3));
+    task.skipped.add(4, "made up");
+    FakeScorer scorer;
+    Task lambada("lambada");
+    lambada.last_word = true;
+    for (const char* word : {" word", " Word", " zz", " q", " Qz"}) lambada.items.push_back(choices_after("ctx", {word}, 0));
+    for (const Task* t : {&task, &lambada}) {
+        for (int max_len : {10, 5}) {  // 5: the items with " zzzzzzz" (8 tokens) are too long
+            scorer.max_len = max_len;
+            const TaskResult alone = evaluate_task(*t, scorer, ByteEncoder{});
+            CHECK(alone.count > 0);
+            for (int world : {1, 2, 3, 4, 16}) {
+                CAPTURE(world);
+                const auto shared = over_simulated_ranks<TaskResult>(
+                    world, [&](const RankShare& share) { return evaluate_task(*t, scorer, ByteEncoder{}, 0, share); });
+                for (const TaskResult& r : shared) {
+                    CHECK(summary(r) == summary(alone));
+                    CHECK(r.acc == alone.acc);
+                    CHECK((r.acc_norm == alone.acc_norm || (std::isnan(r.acc_norm) && std::isnan(alone.acc_norm))));
+                    CHECK((r.ppl == doctest::Approx(alone.ppl).epsilon(1e-12) || (std::isnan(r.ppl) && std::isnan(alone.ppl))));
+                }
+            }
+        }
+    }
+
+    // validation: batches i % N == rank, NLL, tokens and accuracy added up
+    GPTConfig config{16, 50, padded_vocab(50), 2, 2, 8, AttentionConfig{}};
+    GPT<double> model(config);
+    model.init(5);
+    Rng rng(3);
+    std::vector<uint16_t> tokens(3000);
+    for (uint16_t& t : tokens) t = uint16_t(rng.below(config.vocab_size));
+    TokenData data("random tokens", config.vocab_size);
+    data.add_tokens(tokens, "random tokens");
+    DataLoader val(data, 2, 16, 0, /*shuffle=*/false);
+    const std::vector<int> token_bytes(config.vocab_size, 3);
+    const Evaluation alone = evaluate(model, val, 7, 2, 16, token_bytes);
+    CHECK(alone.tokens == 7 * 2 * 16);
+    for (int world : {2, 3, 7, 9}) {  // 9: two ranks without a batch
+        CAPTURE(world);
+        const auto shared = over_simulated_ranks<Evaluation>(
+            world, [&](const RankShare& share) { return evaluate(model, val, 7, 2, 16, token_bytes, share); });
+        for (const Evaluation& e : shared) {
+            CHECK(e.tokens == alone.tokens);
+            CHECK(e.accuracy.correct == alone.accuracy.correct);
+            CHECK(e.accuracy.counted == alone.accuracy.counted);
+            CHECK(e.loss == doctest::Approx(alone.loss).epsilon(1e-12));  // only the order of the sum differs
+            CHECK(e.bits_per_byte == doctest::Approx(alone.bits_per_byte).epsilon(1e-12));
+        }
+    }
 }
 
 TEST_CASE("benchmarks: GPTScorer's log-probabilities are those of each sequence run alone") {
