@@ -114,17 +114,14 @@ $(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
 # check the NCCL collectives (distributed-check, seconds on one GPU).
 # All run even when one fails, and the status says whether any did; no usable GPU is a failure here.
 # `make gpu-binaries` builds what it runs without running it (on a device lease with a per-call time
-# limit, the build can be one call and the check the next: the build outputs stay).
+# limit, the build can be one call and the check the next: the build outputs stay); dev/gpu_check.sh runs
+# the checks on binaries already built, so they can also be built elsewhere and carried to the GPU.
 GPU_BINARIES := test_gpu test_gpu_fp32 bench_gpu_layers train_gpt train_gpt_cpu eval_gpt bench_allreduce
 .PHONY: gpu-binaries
 gpu-binaries:
 	@$(MAKE) $(addprefix $(BUILD)/,$(GPU_BINARIES))
 gpu-check: gpu-binaries
-	@status=0; for binary in test_gpu test_gpu_fp32 bench_gpu_layers; do \
-	  ./$(BUILD)/$$binary --require-gpu || status=1; done; \
-	bash dev/sanitize.sh $(BUILD) || status=1; \
-	bash dev/gpu_train_check.sh $(BUILD) || status=1; \
-	$(MAKE) distributed-check || status=1; exit $$status
+	bash dev/gpu_check.sh $(BUILD)
 
 # ---- the CUDA code on the CPU (dev/cuda_emulation/) ---------------------------------------------
 # Without a GPU: the GPU test binary built by g++ against dev/cuda_emulation/cuda_emulation.h (kernels run
@@ -211,9 +208,6 @@ $(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
 # train_gpt over all of them against one (dev/distributed_train_check.sh).
 .PHONY: distributed-check
 distributed-check: $(BUILD)/bench_allreduce $(BUILD)/train_gpt
-	./$(BUILD)/bench_allreduce --require-gpu
-	@gpus=$$(nvidia-smi -L 2>/dev/null | wc -l); if [ "$$gpus" -gt 1 ]; then \
-	  bash scripts/launch_single_node.sh $$gpus ./$(BUILD)/bench_allreduce --require-gpu; fi
-	bash dev/distributed_train_check.sh $(BUILD)
+	bash dev/gpu_check.sh $(BUILD) distributed
 
 -include $(wildcard $(BUILD)/test/*.d $(BUILD)/*.d)
