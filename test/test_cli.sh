@@ -8,11 +8,7 @@
 set -u
 build=${1:-build}
 train="$build/train_gpt_cpu"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
-pass() { passed=$((passed + 1)); echo "  ok   $1"; }
-fail() { failed=$((failed + 1)); echo "  FAIL $1"; }
+source "$(dirname "$0")/harness.sh"
 tiny=(--layers 1 --heads 2 --dim 16 --seq 16 --batch 2 --eval-batches 2 --threads 2)
 
 # expect_error NAME PATTERN ARGS...: exit code non-zero, stderr exactly one line, matching PATTERN
@@ -324,5 +320,4 @@ else
     echo "  skip text data: ../shared/data not found (the repository's shared data folder)"
 fi
 
-echo "cli: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish "cli"

@@ -24,12 +24,7 @@
 # train_gpt_emulated,eval_gpt_emulated}; `make emulate-check` builds and runs it)
 set -u
 build=${1:-build}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "  ok   $1"; }
-fail() { failed=$((failed + 1)); echo "  FAIL $1"; }
+source "$(dirname "$0")/harness.sh"
 LOSS_TOLERANCE=1e-2
 NORM_TOLERANCE=5e-2
 STATISTIC_TOLERANCE=2e-2
@@ -137,5 +132,4 @@ else
     fail "eval_gpt on both devices ($(tail -1 "$tmp/out"))"
 fi
 
-echo "emulated programs: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish "emulated programs"

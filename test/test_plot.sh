@@ -12,11 +12,7 @@ if ! "$python" -c "import numpy, matplotlib" 2>/dev/null; then
     exit 0
 fi
 export PYTHONDONTWRITEBYTECODE=1  # importing plot.py below must not leave scripts/__pycache__
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-passed=0 failed=0
-pass() { passed=$((passed + 1)); echo "  ok   $1"; }
-fail() { failed=$((failed + 1)); echo "  FAIL $1"; }
+source "$(dirname "$0")/harness.sh"
 
 # ---- synthetic inputs -----------------------------------------------------------------------------
 # runs/alpha/log.jsonl: steps 1..30 with accuracies and evaluations every 10 steps, then a run resumed
@@ -184,5 +180,4 @@ expect_error "no subcommand data" "no checkpoint has attention maps" heatmap "$t
 expect_error "missing --out" "--out" bias "$tmp/eval.json"
 [ ! -e "$tmp/x.png" ] && pass "no figure written on error" || fail "no figure written on error"
 
-echo "plot: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish "plot"
