@@ -130,8 +130,11 @@ gpu-check: gpu-binaries
 # nvcc), not a GPU. The sources are preprocessed into $(BUILD)/emulation/ first (launches and __shared__
 # are not C++); build/train_gpt_emulated and build/eval_gpt_emulated are the GPU trainer and evaluator
 # built the same way, which test/test_emulated_programs.sh compares with train_gpt_cpu and eval_gpt
-# --device cpu. `make test` runs it all, so every kernel's indexing, barriers and bounds and the GPU
-# programs' wiring are exercised on machines without a GPU (about 4 minutes).
+# --device cpu. build/test_gpu_racecheck and build/test_gpu_fp32_racecheck are the GPU tests again with
+# every shared-memory access checked for races (dev/cuda_emulation/race_detection.cpp), after
+# build/test_race_detection has shown the detector finding known races. `make test` runs it all, so every
+# kernel's indexing, barriers, races and bounds and the GPU programs' wiring are exercised on machines
+# without a GPU (about 6 minutes on two cores).
 # nvcc may be a wrapper script (CI's /usr/local/bin/nvcc), so ask it where its toolkit is (TOP).
 ifndef CUDA_INCLUDE
 CUDA_INCLUDE := $(if $(NVCC),$(shell $(NVCC) --dryrun -x cu -c /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p')/include)
@@ -139,7 +142,8 @@ endif
 EMULATION := dev/cuda_emulation
 EMULATED := $(BUILD)/emulation
 EMULATION_FLAGS = -std=c++17 -O2 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$(CUDA_INCLUDE)
-EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) train_gpt.cu eval_gpt.cu
+EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) test/test_race_detection.cu \
+  train_gpt.cu eval_gpt.cu
 EMULATED_TESTS := $(GPU_TESTS:%.cu=%)
 
 $(EMULATED)/sources.stamp: $(EMULATED_SOURCES) $(EMULATION)/preprocess.py
@@ -149,31 +153,54 @@ $(EMULATED)/sources.stamp: $(EMULATED_SOURCES) $(EMULATION)/preprocess.py
 $(EMULATED)/runtime.o: $(EMULATION)/cuda_emulation_runtime.cpp $(EMULATION)/cuda_emulation.h
 	@mkdir -p $(@D)
 	$(CXX) $(EMULATION_FLAGS) -c $< -o $@
-# $(EMULATED)/bf16/X.o and $(EMULATED)/fp32/X.o from the preprocessed X.cu
-$(EMULATED)/bf16/%.o: $(EMULATED)/sources.stamp $(EMULATION)/cuda_emulation.h | deps
+$(EMULATED)/race_detection.o: $(EMULATION)/race_detection.cpp $(EMULATION)/cuda_emulation.h
 	@mkdir -p $(@D)
-	$(CXX) $(EMULATION_FLAGS) -DGIT_COMMIT=\"emulated\" -include $(EMULATION)/cuda_emulation.h -x c++ -c $(EMULATED)/$*.cu -o $@
-$(EMULATED)/fp32/%.o: $(EMULATED)/sources.stamp $(EMULATION)/cuda_emulation.h | deps
-	@mkdir -p $(@D)
-	$(CXX) $(EMULATION_FLAGS) -DFOCUS_FP32 -include $(EMULATION)/cuda_emulation.h -x c++ -c $(EMULATED)/$*.cu -o $@
-$(BUILD)/test_gpu_emulated: $(EMULATED)/runtime.o $(EMULATED_TESTS:%=$(EMULATED)/bf16/%.o)
+	$(CXX) $(EMULATION_FLAGS) -c $< -o $@
+EMULATION_RUNTIME := $(EMULATED)/runtime.o $(EMULATED)/race_detection.o
+# $(EMULATED)/VARIANT/X.o from the preprocessed X.cu, VARIANT one of bf16, fp32 and, for race detection
+# (dev/cuda_emulation/race_detection.cpp), racecheck and racecheck_fp32: every memory access instrumented
+# by -fsanitize=thread, whose calls the emulator implements itself (no libtsan), -g for the source lines
+# of a race.
+RACECHECK_FLAGS := -g -fsanitize=thread --param=tsan-instrument-func-entry-exit=0
+VARIANT_FLAGS_bf16 := -DGIT_COMMIT=\"emulated\"
+VARIANT_FLAGS_fp32 := -DFOCUS_FP32
+VARIANT_FLAGS_racecheck := $(RACECHECK_FLAGS)
+VARIANT_FLAGS_racecheck_fp32 := $(RACECHECK_FLAGS) -DFOCUS_FP32
+define emulated_variant
+$(EMULATED)/$(1)/%.o: $(EMULATED)/sources.stamp $(EMULATION)/cuda_emulation.h | deps
+	@mkdir -p $$(@D)
+	$(CXX) $(EMULATION_FLAGS) $(VARIANT_FLAGS_$(1)) -include $(EMULATION)/cuda_emulation.h -x c++ -c $(EMULATED)/$$*.cu -o $$@
+endef
+$(foreach variant,bf16 fp32 racecheck racecheck_fp32,$(eval $(call emulated_variant,$(variant))))
+$(BUILD)/test_gpu_emulated: $(EMULATION_RUNTIME) $(EMULATED_TESTS:%=$(EMULATED)/bf16/%.o)
 	$(CXX) -fopenmp $^ -o $@
-$(BUILD)/test_gpu_fp32_emulated: $(EMULATED)/runtime.o $(EMULATED_TESTS:%=$(EMULATED)/fp32/%.o)
+$(BUILD)/test_gpu_fp32_emulated: $(EMULATION_RUNTIME) $(EMULATED_TESTS:%=$(EMULATED)/fp32/%.o)
 	$(CXX) -fopenmp $^ -o $@
-$(BUILD)/train_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/train_gpt.o
+$(BUILD)/test_gpu_racecheck: $(EMULATION_RUNTIME) $(EMULATED_TESTS:%=$(EMULATED)/racecheck/%.o)
 	$(CXX) -fopenmp $^ -o $@
-$(BUILD)/eval_gpt_emulated: $(EMULATED)/runtime.o $(EMULATED)/bf16/eval_gpt.o
+$(BUILD)/test_gpu_fp32_racecheck: $(EMULATION_RUNTIME) $(EMULATED_TESTS:%=$(EMULATED)/racecheck_fp32/%.o)
+	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/test_race_detection: $(EMULATION_RUNTIME) $(EMULATED)/racecheck/test/test_race_detection.o
+	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/train_gpt_emulated: $(EMULATION_RUNTIME) $(EMULATED)/bf16/train_gpt.o
+	$(CXX) -fopenmp $^ -o $@
+$(BUILD)/eval_gpt_emulated: $(EMULATION_RUNTIME) $(EMULATED)/bf16/eval_gpt.o
 	$(CXX) -fopenmp $^ -o $@
 
 .PHONY: emulate-check
 emulate-check:
 	@if [ -z "$(CUDA_INCLUDE)" ]; then echo "CUDA headers not found (no nvcc): skipping the emulated GPU tests"; else \
 	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated $(BUILD)/train_gpt_emulated \
-	    $(BUILD)/eval_gpt_emulated $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt || exit 1; status=0; \
+	    $(BUILD)/eval_gpt_emulated $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt $(BUILD)/test_race_detection \
+	    $(BUILD)/test_gpu_racecheck $(BUILD)/test_gpu_fp32_racecheck || exit 1; status=0; \
 	  ./$(BUILD)/test_gpu_emulated --small || status=1; ./$(BUILD)/test_gpu_fp32_emulated --small || status=1; \
 	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
 	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
 	  then tail -1 $(BUILD)/emulated_reverse.log; else cat $(BUILD)/emulated_reverse.log; status=1; fi; \
+	  echo "the race detector on kernels with known races, then on every kernel (bf16, fp32):"; \
+	  for run in test_race_detection "test_gpu_racecheck --small" "test_gpu_fp32_racecheck --small"; do \
+	    if ./$(BUILD)/$$run > $(BUILD)/racecheck.log 2>&1; then echo "$$run: $$(tail -1 $(BUILD)/racecheck.log)"; \
+	    else cat $(BUILD)/racecheck.log; status=1; fi; done; \
 	  bash test/test_emulated_programs.sh $(BUILD) || status=1; \
 	  exit $$status; fi
 

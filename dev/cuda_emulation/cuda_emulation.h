@@ -35,13 +35,17 @@
 //    shape, leading-dimension and aux-buffer rules checked as cublasLt.h documents them.
 //  - NCCL with one rank (all-reduce, reduce, all-gather: copies; in-place layouts checked).
 //  - Streams and events exist but every call is synchronous; the device reports itself as an sm_90 H100.
+//  - Races on shared memory, in code compiled with -fsanitize=thread (build/test_gpu_racecheck): every
+//    access is recorded and two from different threads that no __syncthreads (or whole-warp __syncwarp)
+//    orders, one a write, fail the launch with both source lines (race_detection.cpp; on a GPU,
+//    compute-sanitizer's racecheck in `make gpu-check`). Without it, fibers switch only at barriers and
+//    shuffles, so between two barriers a thread sees the writes of every thread that ran before it, and a
+//    missing __syncthreads shows only when a read comes first (poison) or when results change with the
+//    order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order instead of thread 0 first.
 // What is not:
-//  - Data races are not detected: fibers switch only at barriers and shuffles, so between two barriers a
-//    thread sees the writes of every thread that ran before it. A missing __syncthreads shows only when a
-//    read comes first (poison) or when results change with the order: CUDA_EMULATION_ORDER=reverse or
-//    random runs the threads in that order instead of thread 0 first (compute-sanitizer's racecheck in
-//    `make gpu-check` is the real check). No memory model, no atomics, no warp-synchronous execution (lanes
-//    of a warp do not run in lockstep, and code that relies on that is a bug anyway).
+//  - Races on global memory (two blocks writing one element), no memory model, no atomics, no
+//    warp-synchronous execution (lanes of a warp do not run in lockstep, and code that relies on that is a
+//    bug anyway).
 //  - Reads of memory that is inside an allocation but wrong are not found, nor out-of-bounds accesses to
 //    `__shared__` variables, host memory or within the rounding slack above.
 //  - Floating point: host libm and fp32 sums in a fixed order; tensor-core and cuBLASLt rounding differ
@@ -92,6 +96,22 @@ unsigned char* dynamic_shared_memory();
 extern thread_local uint64_t block_serial;
 // Reports a misuse in the running kernel and abandons the launch (never returns into the kernel).
 [[noreturn]] void fault(const char* format, ...) __attribute__((format(printf, 1, 2)));
+// The running emulated thread's threadIdx as one number (x fastest), or -1 outside a kernel.
+int running_thread();
+
+// The race detector (race_detection.cpp): active when some code was compiled with -fsanitize=thread.
+namespace race_detection {
+extern bool enabled;
+// From the scheduler: a block starts (its dynamic shared memory and number of warps), a __syncthreads
+// releases its threads, a __syncwarp (or wmma operation) completes for every lane of a warp.
+void start_block(const unsigned char* dynamic_shared, size_t bytes, int warps);
+void barrier_released();
+void warp_synchronized(int warp);
+// A `__shared__` variable's storage, when a block first uses it.
+void register_shared_variable(const void* storage, size_t bytes);
+// An access that the lanes of the running thread's warp make together (wmma); code: the caller.
+void collective_access(const void* address, size_t bytes, bool write, const void* code);
+}  // namespace race_detection
 
 void syncthreads(const char* file, int line);
 enum class Vote { any, all, count };
@@ -133,6 +153,7 @@ T& shared_variable(Site) {
     if (poisoned_in != block_serial) {
         std::memset(storage, 0xFF, sizeof(T));
         poisoned_in = block_serial;
+        if (race_detection::enabled) race_detection::register_shared_variable(storage, sizeof(T));
     }
     return *reinterpret_cast<T*>(storage);
 }
@@ -260,15 +281,34 @@ void fill_fragment(fragment<Use, M, N, K, T, Layout>& f, float value) {
 }
 
 namespace detail {
+// The element (r, c) of a tile at p, in memory of either layout.
+template <typename Element>
+Element& tile_element(Element* p, unsigned ldm, bool row_major_memory, int r, int c) {
+    return row_major_memory ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
+}
+
+// Under race detection the accesses are recorded as the warp's, once (every lane here moves the whole
+// tile, a GPU lane only its share), and the element copies are not instrumented.
+inline bool records_collective_access() {
+    return cuda_emulation::race_detection::enabled && cuda_emulation::running_thread() % 32 == 0;
+}
+
 template <typename Use, int M, int N, int K, typename T, typename Layout, typename Element>
-void load_tile(fragment<Use, M, N, K, T, Layout>& f, const Element* p, unsigned ldm, bool row_major_memory) {
+__attribute__((no_sanitize("thread"), noinline)) void load_tile(fragment<Use, M, N, K, T, Layout>& f, const Element* p,
+                                                      unsigned ldm, bool row_major_memory) {
     static_assert(std::is_same_v<std::remove_cv_t<Element>, T>, "the fragment's element type");
     check_operand(p, size_t(ldm) * sizeof(Element), "load_matrix_sync");
     warp_collective("load_matrix_sync");
     using Shape = detail::Shape<Use, M, N, K>;
+    const bool record = records_collective_access();
     for (int r = 0; r < Shape::rows; r++)
-        for (int c = 0; c < Shape::cols; c++)
-            f.tile[r][c] = float(row_major_memory ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]);
+        for (int c = 0; c < Shape::cols; c++) {
+            const Element& element = tile_element(p, ldm, row_major_memory, r, c);
+            if (record)
+                cuda_emulation::race_detection::collective_access(&element, sizeof(Element), false,
+                                                                  __builtin_return_address(0));
+            f.tile[r][c] = float(element);
+        }
 }
 }  // namespace detail
 
@@ -286,12 +326,19 @@ void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned
 }
 
 template <int M, int N, int K, typename T>
-void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+__attribute__((no_sanitize("thread"), noinline)) void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f,
+                                                                       unsigned ldm, layout_t layout) {
     detail::check_operand(p, size_t(ldm) * sizeof(T), "store_matrix_sync");
     detail::warp_collective("store_matrix_sync");
+    const bool record = detail::records_collective_access();
     for (int r = 0; r < M; r++)
-        for (int c = 0; c < N; c++)
-            (layout == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = T(f.tile[r][c]);
+        for (int c = 0; c < N; c++) {
+            T& element = detail::tile_element(p, ldm, layout == mem_row_major, r, c);
+            if (record)
+                cuda_emulation::race_detection::collective_access(&element, sizeof(T), true,
+                                                                  __builtin_return_address(0));
+            element = T(f.tile[r][c]);
+        }
 }
 
 template <int M, int N, int K, typename T, typename LayoutA, typename LayoutB>

@@ -13,6 +13,7 @@
 #include <ucontext.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -342,6 +343,7 @@ void release_block_barrier(Worker& w) {
         f.vote_result = f.vote_result == int(Vote::any) ? any : f.vote_result == int(Vote::all) ? all : count;
     }
     w.at_barrier = 0;
+    if (race_detection::enabled) race_detection::barrier_released();
 }
 
 // The lanes of mask must exist and not have exited.
@@ -357,7 +359,9 @@ void check_lanes(const Worker& w, int warp, unsigned mask, const char* what) {
     }
 }
 
-void arrive_at_warp_barrier(Fiber& self, unsigned mask, const char* file, int line, const char* what) {
+// orders_memory: a __syncwarp, which orders the lanes' memory accesses; a shuffle does not.
+void arrive_at_warp_barrier(Fiber& self, unsigned mask, const char* file, int line, const char* what,
+                            bool orders_memory) {
     Worker& w = *worker;
     const int lane = self.linear % 32, warp_index = self.linear / 32;
     Warp& warp = w.warps[warp_index];
@@ -378,6 +382,9 @@ void arrive_at_warp_barrier(Fiber& self, unsigned mask, const char* file, int li
             if (mask >> l & 1) w.fibers[warp_index * 32 + l]->state = Fiber::State::ready;
         warp.arrived = 0;
         warp.generation++;
+        const int lanes = std::min(32, w.count - warp_index * 32);
+        if (orders_memory && race_detection::enabled && mask == (lanes == 32 ? ~0u : (1u << lanes) - 1))
+            race_detection::warp_synchronized(warp_index);
     } else {
         switch_away(self);
     }
@@ -430,6 +437,7 @@ bool run_block(Worker& w, const LaunchConfig& config, uint3 block) {
         make_context(f.context, f.stack, FIBER_STACK_BYTES, fiber_main);
     }
     w.warps.assign((count + 31) / 32, Warp{});
+    if (race_detection::enabled) race_detection::start_block(w.shared_start, config.shared_bytes, int(w.warps.size()));
     w.count = w.live = count;
     w.at_barrier = 0;
     w.failed = false;
@@ -547,7 +555,7 @@ int syncthreads_vote(int predicate, Vote vote, const char* file, int line) {
 }
 
 void syncwarp(unsigned mask, const char* file, int line) {
-    arrive_at_warp_barrier(running_fiber("__syncwarp"), mask, file, line, "__syncwarp");
+    arrive_at_warp_barrier(running_fiber("__syncwarp"), mask, file, line, "__syncwarp", true);
 }
 
 uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int operand, int width, const char* file, int line) {
@@ -558,7 +566,7 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int operand, int wi
     const int lane = self.linear % 32, group = lane / width * width;
     const uint64_t generation = warp.generation;
     warp.slots[generation & 1][lane] = bits;
-    arrive_at_warp_barrier(self, mask, file, line, "a shuffle");
+    arrive_at_warp_barrier(self, mask, file, line, "a shuffle", false);
     int source = lane;
     switch (kind) {
         case Shuffle::index: source = group + ((operand % width) + width) % width; break;
@@ -570,6 +578,8 @@ uint64_t shuffle(unsigned mask, uint64_t bits, Shuffle kind, int operand, int wi
         fault("a shuffle at %s:%d reads lane %d, outside its mask 0x%08x", file, line, source, mask);
     return warp.slots[generation & 1][source];
 }
+
+int running_thread() { return worker && worker->current ? worker->current->linear : -1; }
 
 unsigned char* dynamic_shared_memory() {
     running_fiber("dynamic shared memory");
