@@ -131,8 +131,8 @@ gpu-check: gpu-binaries
 # are not C++); build/train_gpt_emulated and build/eval_gpt_emulated are the GPU trainer and evaluator
 # built the same way, which test/test_emulated_programs.sh compares with train_gpt_cpu and eval_gpt
 # --device cpu. build/test_gpu_racecheck and build/test_gpu_fp32_racecheck are the GPU tests again with
-# every shared-memory access checked for races (dev/cuda_emulation/race_detection.cpp), after
-# build/test_race_detection has shown the detector finding known races. `make test` runs it all, so every
+# every access to shared and device memory checked for races (dev/cuda_emulation/race_detection.cpp),
+# after build/test_race_detection has shown the detector finding known races. `make test` runs it all, so every
 # kernel's indexing, barriers, races and bounds and the GPU programs' wiring are exercised on machines
 # without a GPU (about 6 minutes on two cores).
 # nvcc may be a wrapper script (CI's /usr/local/bin/nvcc), so ask it where its toolkit is (TOP).
@@ -197,10 +197,14 @@ emulate-check:
 	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
 	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
 	  then tail -1 $(BUILD)/emulated_reverse.log; else cat $(BUILD)/emulated_reverse.log; status=1; fi; \
-	  echo "the race detector on kernels with known races, then on every kernel (bf16, fp32):"; \
-	  for run in test_race_detection "test_gpu_racecheck --small" "test_gpu_fp32_racecheck --small"; do \
-	    if ./$(BUILD)/$$run > $(BUILD)/racecheck.log 2>&1; then echo "$$run: $$(tail -1 $(BUILD)/racecheck.log)"; \
-	    else cat $(BUILD)/racecheck.log; status=1; fi; done; \
+	  echo "the race detector on kernels with known races, then on every kernel of the GPU tests (bf16 and fp32 at"; \
+	  echo "once: each runs its blocks one at a time):"; \
+	  ./$(BUILD)/test_race_detection > $(BUILD)/race_detection.log 2>&1; detector=$$?; \
+	  ./$(BUILD)/test_gpu_racecheck --small > $(BUILD)/racecheck_bf16.log 2>&1 & \
+	  ./$(BUILD)/test_gpu_fp32_racecheck --small > $(BUILD)/racecheck_fp32.log 2>&1; fp32=$$?; wait $$!; bf16=$$?; \
+	  for result in "$$detector race_detection" "$$bf16 racecheck_bf16" "$$fp32 racecheck_fp32"; do \
+	    set -- $$result; if [ $$1 = 0 ]; then echo "$$2: $$(tail -1 $(BUILD)/$$2.log)"; \
+	    else cat $(BUILD)/$$2.log; status=1; fi; done; \
 	  bash test/test_emulated_programs.sh $(BUILD) || status=1; \
 	  exit $$status; fi
 

@@ -1,5 +1,5 @@
 // test_race_detection.cu: the emulator's race detector (dev/cuda_emulation/race_detection.cpp) against
-// small kernels whose answer is known: each racy kernel must fail its launch with a report that names the
+// small kernels on shared and device memory whose answer is known: each racy kernel must fail its launch with a report that names the
 // race and the source lines of both accesses, and each correct one must pass. Built only for the
 // emulation with -fsanitize=thread (build/test_race_detection, in `make emulate-check`); on a GPU the same
 // question is compute-sanitizer's racecheck (dev/sanitize.sh).
@@ -15,13 +15,16 @@ namespace {
 
 constexpr int THREADS = 64;  // two warps
 
+// This thread's own element of a kernel's output.
+__device__ float& own(float* out) { return out[blockIdx.x * blockDim.x + threadIdx.x]; }
+
 // thread t writes its element, then reads its neighbour's: needs the barrier
 __global__ void neighbour_read(float* out, bool barrier) {
     extern __shared__ float values[];
     const int t = threadIdx.x;
     values[t] = float(t);
     if (barrier) __syncthreads();
-    out[t] = values[(t + 1) % THREADS];
+    own(out) = values[(t + 1) % THREADS];
 }
 
 // every thread writes the same element
@@ -29,7 +32,7 @@ __global__ void same_element_written(float* out) {
     extern __shared__ float values[];
     values[0] = float(threadIdx.x);
     __syncthreads();
-    out[threadIdx.x] = values[0];
+    own(out) = values[0];
 }
 
 // values[t] = values[t + 1] in place: the read must be separated from the neighbour's write
@@ -43,7 +46,7 @@ __global__ void shift_in_place(float* out, bool barrier) {
     if (barrier) __syncthreads();
     values[t] = next;
     __syncthreads();
-    out[t] = values[t];
+    own(out) = values[t];
 }
 
 // lanes exchange through shared memory: a __syncwarp orders that, a shuffle does not
@@ -54,8 +57,8 @@ __global__ void lane_exchange(float* out, bool syncwarp) {
     if (syncwarp)
         __syncwarp();
     else
-        out[t] = __shfl_xor_sync(0xffffffffu, float(t), 1);
-    out[t] = values[t ^ 1];
+        own(out) = __shfl_xor_sync(0xffffffffu, float(t), 1);
+    own(out) = values[t ^ 1];
 }
 
 // one thread writes, all read, one other writes again: each step behind a barrier
@@ -63,7 +66,7 @@ __global__ void broadcast_between_barriers(float* out) {
     extern __shared__ float values[];
     if (threadIdx.x == 0) values[0] = 1.0f;
     __syncthreads();
-    out[threadIdx.x] = values[0];
+    own(out) = values[0];
     __syncthreads();
     if (threadIdx.x == 1) values[0] = 2.0f;
 }
@@ -73,7 +76,7 @@ __global__ void shared_variable_read(float* out, bool barrier) {
     __shared__ float total;
     if (threadIdx.x == 0) total = 3.0f;
     if (barrier) __syncthreads();
-    out[threadIdx.x] = total;
+    own(out) = total;
 }
 
 // warp 0 stores a 16 x 16 tile with wmma; warp 1 (or lane 0 of warp 0) then reads it
@@ -94,6 +97,19 @@ __global__ void wmma_store_then_read(float* out, bool barrier, bool same_warp) {
         wmma::store_matrix_sync(out + 256, copy, 16, wmma::mem_row_major);
     }
 }
+
+// Device memory: thread t writes element t of its block's part and reads element t + shift of the part
+// of block blockIdx.x + blocks_apart, after a barrier or not.
+__global__ void device_neighbour_read(float* data, int shift, int blocks_apart, bool barrier) {
+    own(data) = float(threadIdx.x);
+    if (barrier) __syncthreads();
+    const float next = data[(blockIdx.x + blocks_apart) * THREADS + (threadIdx.x + shift) % THREADS];
+    if (barrier) __syncthreads();
+    own(data) += next;
+}
+
+// every block writes the same elements
+__global__ void device_same_elements(float* out) { out[threadIdx.x] = float(blockIdx.x); }
 
 // stderr of a launch, in a file, to read the detector's report back
 struct CapturedStderr {
@@ -129,7 +145,7 @@ void expect(const char* name, bool race, Launch launch) {
     cudaDeviceSynchronize();
     const std::string report = captured.text();
     cudaFree(out);
-    const bool reported = error == cudaErrorLaunchFailure && report.find("race on shared memory") != std::string::npos;
+    const bool reported = error == cudaErrorLaunchFailure && report.find("race on ") != std::string::npos;
     const bool located = report.find(" at test/test_race_detection.cu:") != std::string::npos;
     const bool ok = race ? reported && located : error == cudaSuccess && report.empty();
     std::printf("%s %s: %s\n", ok ? "ok" : "FAILED", name,
@@ -173,6 +189,18 @@ int main() {
            [&](float* out) { wmma_store_then_read<<<1, THREADS, tile_bytes>>>(out, false, true); });
     expect("wmma store, then one lane's read after __syncthreads", false,
            [&](float* out) { wmma_store_then_read<<<1, THREADS, tile_bytes>>>(out, true, true); });
+    expect("device memory: a neighbour's element after __syncthreads", false,
+           [&](float* out) { device_neighbour_read<<<4, THREADS>>>(out, 1, 0, true); });
+    expect("device memory: a neighbour's element without a barrier", true,
+           [&](float* out) { device_neighbour_read<<<4, THREADS>>>(out, 1, 0, false); });
+    expect("device memory: another block's element, even after __syncthreads", true,
+           [&](float* out) { device_neighbour_read<<<4, THREADS>>>(out, 0, 1, true); });
+    expect("device memory: the same elements written by every block", true,
+           [&](float* out) { device_same_elements<<<2, THREADS>>>(out); });
+    expect("device memory: the same elements written by two launches", false, [&](float* out) {
+        device_same_elements<<<1, THREADS>>>(out);
+        device_same_elements<<<1, THREADS>>>(out);
+    });
     std::printf("race detection: %d passed, %d failed\n", passes, failures);
     return failures == 0 ? 0 : 1;
 }

@@ -35,17 +35,17 @@
 //    shape, leading-dimension and aux-buffer rules checked as cublasLt.h documents them.
 //  - NCCL with one rank (all-reduce, reduce, all-gather: copies; in-place layouts checked).
 //  - Streams and events exist but every call is synchronous; the device reports itself as an sm_90 H100.
-//  - Races on shared memory, in code compiled with -fsanitize=thread (build/test_gpu_racecheck): every
-//    access is recorded and two from different threads that no __syncthreads (or whole-warp __syncwarp)
-//    orders, one a write, fail the launch with both source lines (race_detection.cpp; on a GPU,
-//    compute-sanitizer's racecheck in `make gpu-check`). Without it, fibers switch only at barriers and
+//  - Races, in code compiled with -fsanitize=thread (build/test_gpu_racecheck): every access to shared
+//    and device memory is recorded, and two from different threads that nothing orders (no __syncthreads
+//    or whole-warp __syncwarp between them; different blocks of one launch), one a write, fail the launch
+//    with both source lines (race_detection.cpp; on a GPU, compute-sanitizer's racecheck in
+//    `make gpu-check` covers shared memory). Without it, fibers switch only at barriers and
 //    shuffles, so between two barriers a thread sees the writes of every thread that ran before it, and a
 //    missing __syncthreads shows only when a read comes first (poison) or when results change with the
 //    order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order instead of thread 0 first.
 // What is not:
-//  - Races on global memory (two blocks writing one element), no memory model, no atomics, no
-//    warp-synchronous execution (lanes of a warp do not run in lockstep, and code that relies on that is a
-//    bug anyway).
+//  - No memory model, no atomics, no warp-synchronous execution (lanes of a warp do not run in lockstep,
+//    and code that relies on that is a bug anyway).
 //  - Reads of memory that is inside an allocation but wrong are not found, nor out-of-bounds accesses to
 //    `__shared__` variables, host memory or within the rounding slack above.
 //  - Floating point: host libm and fp32 sums in a fixed order; tensor-core and cuBLASLt rounding differ
@@ -102,11 +102,15 @@ int running_thread();
 // The race detector (race_detection.cpp): active when some code was compiled with -fsanitize=thread.
 namespace race_detection {
 extern bool enabled;
-// From the scheduler: a block starts (its dynamic shared memory and number of warps), a __syncthreads
-// releases its threads, a __syncwarp (or wmma operation) completes for every lane of a warp.
+// From the runtime: a launch starts (its blocks then run one at a time), a block starts (its dynamic
+// shared memory and number of warps), a __syncthreads releases its threads, a __syncwarp (or wmma
+// operation) completes for every lane of a warp, cudaMalloc and cudaFree make and free a buffer.
+void launch_started();
 void start_block(const unsigned char* dynamic_shared, size_t bytes, int warps);
 void barrier_released();
 void warp_synchronized(int warp);
+void device_buffer_allocated(const void* begin, size_t bytes);
+void device_buffer_freed(const void* begin);
 // A `__shared__` variable's storage, when a block first uses it.
 void register_shared_variable(const void* storage, size_t bytes);
 // An access that the lanes of the running thread's warp make together (wmma); code: the caller.

@@ -626,7 +626,9 @@ void run_grid(const char* name, const char* caller, const LaunchConfig& config, 
     const dim3 g = config.grid;
     const long blocks = long(g.x) * g.y * g.z;
     std::atomic<bool> failed{false};
-#pragma omp parallel if (blocks > 1)
+    // the race detector's records of device memory are not shared between OS threads: one block at a time
+    if (race_detection::enabled) race_detection::launch_started();
+#pragma omp parallel if (blocks > 1 && !race_detection::enabled)
     {
         Worker& w = this_worker();
         w.kernel = name;
@@ -798,6 +800,7 @@ cudaError_t cudaMalloc(void** pointer, size_t bytes) {
     std::memset(start, 0xFF, rounded);  // NaN in float and bf16: unwritten memory shows
     std::lock_guard<std::mutex> lock(allocations_mutex);
     allocations[reinterpret_cast<uintptr_t>(start)] = {usable, usable_bytes, bytes};
+    if (race_detection::enabled) race_detection::device_buffer_allocated(start, bytes);
     *pointer = start;
     return cudaSuccess;
 }
@@ -812,6 +815,7 @@ cudaError_t cudaFree(void* pointer) {
     unmap_guarded(it->second.usable, it->second.usable_bytes);
     allocated_bytes -= round_up(it->second.bytes, 256);
     allocations.erase(it);
+    if (race_detection::enabled) race_detection::device_buffer_freed(pointer);
     return cudaSuccess;
 }
 

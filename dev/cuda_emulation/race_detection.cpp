@@ -1,25 +1,28 @@
-// race_detection.cpp: finds data races on shared memory in emulated kernels, what compute-sanitizer's
-// racecheck finds on a GPU, for machines without one (`make emulate-check` runs build/test_gpu_racecheck).
+// race_detection.cpp: finds data races in emulated kernels, on shared memory (what compute-sanitizer's
+// racecheck finds on a GPU) and on device memory (two blocks of one launch writing one element, which no
+// GPU tool reports), for machines without a GPU: `make emulate-check` runs build/test_race_detection (known
+// races) and build/test_gpu_racecheck and build/test_gpu_fp32_racecheck (every kernel of the GPU tests).
 //
 // How: the kernels are compiled by g++ with -fsanitize=thread, which puts a call to __tsan_read4(address),
 // __tsan_write2(address), ... before every load and store it cannot prove private to the thread. libtsan
-// is not linked; this file implements those calls itself. An access inside the running block's shared
-// memory (the dynamic array and the block's __shared__ variables) is recorded per byte: who made it
-// (the emulated thread, or a warp for a wmma load or store, which all its lanes make together), in which
-// barrier interval of the block (the __syncthreads between two barriers), and after how many
-// memory-ordering syncs of the thread's warp. Two accesses to the same byte race when they come from
-// different threads, at least one writes, and nothing orders them: no __syncthreads between them and,
-// for two threads of one warp, no __syncwarp (or wmma operation) of the whole warp either. Warp shuffles
-// and votes do not order memory (the CUDA guide: they imply no memory barrier), so they do not count.
-// The first race ends the launch with a failure naming both threads, the byte and, through addr2line,
-// the source line of each access (the instrumented code is compiled with -g).
+// is not linked; this file implements those calls itself. An access from a kernel to the running block's
+// shared memory (the dynamic array and the block's __shared__ variables) or to a device buffer is recorded
+// per byte: who made it (the emulated thread, or a warp for a wmma load or store, which all its lanes make
+// together), in which block, in which barrier interval of the block (between two __syncthreads), and
+// after how many memory-ordering syncs of the thread's warp. Two accesses to the same byte race when they
+// come from different threads, at least one writes, and nothing orders them: they are in one launch and
+// either in different blocks (blocks run in any order, at once) or in one block with no __syncthreads
+// between them and, for two threads of one warp, no __syncwarp (or wmma operation) of the whole warp.
+// Warp shuffles and votes do not order memory (the CUDA guide: they imply no memory barrier), so they do
+// not count. The first race ends the launch with a failure naming both threads, the byte and, through
+// addr2line, the source line of each access (the instrumented code is compiled with -g).
 //
-// Per byte it keeps the last write and two reads of the current interval (the last reader and the last
-// different one), which finds every read-write and write-write race except a write racing only with a
-// reader that two later different readers displaced. Records of earlier intervals and blocks read as
-// ordered because intervals are numbered across all the blocks an OS thread runs, so nothing is reset.
-// Not checked: global memory (no two threads of a launch may race there either, but that is left to the
-// real racecheck's sibling tools), atomics (none in the kernels), syncwarp with a partial mask (treated as
+// Per byte it keeps the last write and two reads not yet ordered before everything to come (the last
+// reader and the last different one), which finds every read-write and write-write race except a write
+// racing only with a reader that two later different readers displaced. Records of device memory live from
+// cudaMalloc to cudaFree (in pages made when first touched); blocks run one at a time under race detection,
+// so the records need no locks. Not checked: atomics (none in the kernels), memory written by the emulated
+// libraries (cuBLASLt, NCCL: ordered by their launches anyway), a __syncwarp with a partial mask (treated as
 // ordering nothing: conservative).
 #include <dlfcn.h>
 #include <unistd.h>
@@ -30,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_emulation.h"
@@ -46,27 +50,48 @@ constexpr int32_t NOBODY = -1;
 
 struct Access {
     int32_t thread = NOBODY;
+    uint32_t block = 0;  // the block's number among all blocks run, from 1
     uint32_t interval = 0, warp_syncs = 0;
     uint32_t code = 0;  // the accessing instruction, as an offset into the executable (for addr2line)
 };
 struct ByteRecord {
     Access write, read, other_read;
 };
-struct Region {
+
+// Shared memory: the dynamic array, or a __shared__ variable.
+struct SharedRegion {
     const unsigned char* begin = nullptr;
     size_t bytes = 0;
     ByteRecord* records = nullptr;
     bool dynamic = false;
 };
 
-// Per OS thread: the block it runs (its fibers share the thread).
+// A device buffer's records, in pages made when a kernel first touches them.
+struct DeviceRecords {
+    static constexpr size_t PAGE = 4096;
+    uintptr_t begin = 0;
+    size_t bytes = 0;
+    std::vector<std::unique_ptr<ByteRecord[]>> pages;
+    ByteRecord& at(size_t offset) {
+        std::unique_ptr<ByteRecord[]>& page = pages[offset / PAGE];
+        if (!page) page = std::make_unique<ByteRecord[]>(PAGE);
+        return page[offset % PAGE];
+    }
+};
+
+// Blocks run one after another under race detection (run_grid), on the launching thread.
+uint32_t blocks_run = 0, first_block_of_launch = 1;
+std::vector<uint3> launch_blocks;               // blockIdx of the launch's blocks, in the order they ran
+std::map<uintptr_t, DeviceRecords> device_records;  // by buffer start, from cudaMalloc to cudaFree
+
 struct BlockState {
     uintptr_t executable_base = 0;
-    uint32_t interval = 0;
+    uint32_t block = 0, interval = 0;
     std::vector<uint32_t> warp_syncs;
     std::vector<ByteRecord> dynamic_records;
-    std::vector<Region> regions;                                    // [0]: the dynamic shared memory
+    std::vector<SharedRegion> regions;                                // [0]: the dynamic shared memory
     std::map<const void*, std::vector<ByteRecord>> variable_records;  // by storage, reused by later blocks
+    DeviceRecords* last_buffer = nullptr;                             // the buffer of the last device access
 };
 // A pointer: thread_local objects with constructors cost a call to their initialiser at every use.
 thread_local BlockState* running_block = nullptr;
@@ -78,9 +103,20 @@ BlockState& this_block() {
 
 int warp_of(int32_t thread) { return thread >= COLLECTIVE ? thread - COLLECTIVE : thread / 32; }
 
-inline bool ordered(const Access& earlier, const Access& now) {
-    if (earlier.thread == NOBODY || earlier.interval != now.interval || earlier.thread == now.thread) return true;
-    return warp_of(earlier.thread) == warp_of(now.thread) && earlier.warp_syncs != now.warp_syncs;
+// Whether `earlier` is ordered before everything from `now` on: nobody, a block of an earlier launch, or
+// an earlier barrier interval of the same block. Shared memory is the block's own, so another block's
+// record there is an earlier block's; in device memory the blocks of one launch are not ordered at all.
+inline bool settled(const Access& earlier, const Access& now, bool device) {
+    if (earlier.thread == NOBODY) return true;
+    if (earlier.block != now.block) return !device || earlier.block < first_block_of_launch;
+    return earlier.interval != now.interval;
+}
+
+// Whether `earlier` happened before `now`: settled, the same thread, or a whole-warp sync between them.
+inline bool ordered(const Access& earlier, const Access& now, bool device) {
+    if (settled(earlier, now, device) || (earlier.block == now.block && earlier.thread == now.thread)) return true;
+    return earlier.block == now.block && warp_of(earlier.thread) == warp_of(now.thread) &&
+           earlier.warp_syncs != now.warp_syncs;
 }
 
 uintptr_t executable_base() {
@@ -121,69 +157,110 @@ std::string source_of(uint32_t code) {
     return kept ? frames : "?";
 }
 
-std::string who(int32_t thread) {
-    if (thread >= COLLECTIVE) return "the wmma load or store of warp " + std::to_string(thread - COLLECTIVE);
-    const unsigned x = unsigned(thread) % blockDim.x, y = unsigned(thread) / blockDim.x % blockDim.y,
-                   z = unsigned(thread) / (blockDim.x * blockDim.y);
-    return "thread (" + std::to_string(x) + ", " + std::to_string(y) + ", " + std::to_string(z) + ")";
+std::string who(const Access& access, const Access& now) {
+    if (access.thread >= COLLECTIVE) return "the wmma load or store of warp " + std::to_string(access.thread - COLLECTIVE);
+    const unsigned t = unsigned(access.thread);
+    std::string text = "thread (" + std::to_string(t % blockDim.x) + ", " + std::to_string(t / blockDim.x % blockDim.y) +
+                       ", " + std::to_string(t / (blockDim.x * blockDim.y)) + ")";
+    if (access.block != now.block && access.block >= first_block_of_launch) {
+        const uint3 b = launch_blocks[access.block - first_block_of_launch];
+        text += " of block (" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) + ")";
+    }
+    return text;
 }
 
+// what: "byte 12 of the dynamic shared memory", say
 [[noreturn]] void report(const Access& now, bool write, const Access& earlier, bool earlier_wrote,
-                         const Region& region, size_t offset) {
-    const std::string where = region.dynamic ? "of the dynamic shared memory" : "of a __shared__ variable";
+                         const std::string& what, bool device) {
     // fault() names the running thread; a wmma access is its warp's
-    const std::string subject = now.thread >= COLLECTIVE ? who(now.thread) + " (this thread's)" : "it";
-    fault("race on shared memory: %s %ss byte %zu %s at %s; %s %s it at %s, with no __syncthreads (nor a __syncwarp "
-          "of the whole warp) between",
-          subject.c_str(), write ? "write" : "read", offset, where.c_str(), source_of(now.code).c_str(),
-          who(earlier.thread).c_str(), earlier_wrote ? "wrote" : "read", source_of(earlier.code).c_str());
+    const std::string subject = now.thread >= COLLECTIVE ? who(now, now) + " (this thread's)" : "it";
+    fault("race on %s memory: %s %ss %s at %s; %s %s it at %s, %s", device ? "device" : "shared", subject.c_str(),
+          write ? "write" : "read", what.c_str(), source_of(now.code).c_str(), who(earlier, now).c_str(),
+          earlier_wrote ? "wrote" : "read", source_of(earlier.code).c_str(),
+          earlier.block != now.block ? "and nothing orders the blocks of one launch"
+                                     : "with no __syncthreads (nor a __syncwarp of the whole warp) between");
 }
 
-// The records of [address, address + bytes) if it lies in the block's shared memory, else nullptr.
-const Region* region_of(const BlockState& block, const unsigned char* address, size_t bytes) {
-    for (const Region& region : block.regions)
+// Checks an access to one byte against its record and records it.
+template <typename Describe>
+void check_byte(ByteRecord& record, const Access& now, bool write, bool device, Describe describe) {
+    if (!ordered(record.write, now, device)) report(now, write, record.write, true, describe(), device);
+    if (write) {
+        if (!ordered(record.read, now, device)) report(now, write, record.read, false, describe(), device);
+        if (!ordered(record.other_read, now, device)) report(now, write, record.other_read, false, describe(), device);
+        record = ByteRecord{now, {}, {}};
+        return;
+    }
+    // keep two unsettled reads by different threads: the latest of each thread, and the latest other one
+    if (settled(record.other_read, now, device)) record.other_read = {};
+    if (settled(record.read, now, device)) record.read = std::exchange(record.other_read, {});
+    const auto same_thread = [&](const Access& a) { return a.block == now.block && a.thread == now.thread; };
+    if (record.read.thread == NOBODY || same_thread(record.read))
+        record.read = now;
+    else
+        record.other_read = now;
+}
+
+// The shared region holding [address, address + bytes), or nullptr.
+const SharedRegion* shared_region(const BlockState& block, const unsigned char* address, size_t bytes) {
+    for (const SharedRegion& region : block.regions)
         if (address >= region.begin && address + bytes <= region.begin + region.bytes) return &region;
     return nullptr;
 }
 
+// The records of the device buffer holding [address, address + bytes), or nullptr.
+DeviceRecords* device_buffer_records(BlockState& block, const unsigned char* address, size_t bytes) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(address);
+    DeviceRecords* last = block.last_buffer;
+    if (last && a >= last->begin && a + bytes <= last->begin + last->bytes) return last;
+    auto it = device_records.upper_bound(a);
+    if (it == device_records.begin()) return nullptr;
+    --it;
+    if (a + bytes > it->second.begin + it->second.bytes) return nullptr;
+    return block.last_buffer = &it->second;
+}
+
 void access(const void* address, size_t bytes, bool write, const void* code, bool collective) {
     if (!running_block) return;  // no block has run on this OS thread
-    const BlockState& block = *running_block;
-    const unsigned char* p = static_cast<const unsigned char*>(address);
-    const Region* region = region_of(block, p, bytes);
-    if (!region) return;
+    BlockState& block = *running_block;
     const int thread = running_thread();
-    if (thread < 0) return;
+    if (thread < 0) return;  // host code
     const int warp = thread / 32;
-    const Access now{collective ? COLLECTIVE + warp : thread, block.interval, block.warp_syncs[warp],
+    const Access now{collective ? COLLECTIVE + warp : thread, block.block, block.interval, block.warp_syncs[warp],
                      uint32_t(reinterpret_cast<uintptr_t>(code) - 1 - block.executable_base)};
-    const size_t first = size_t(p - region->begin);
-    for (size_t offset = first; offset < first + bytes; offset++) {
-        ByteRecord& record = region->records[offset];
-        if (!ordered(record.write, now)) report(now, write, record.write, true, *region, offset);
-        if (write) {
-            if (!ordered(record.read, now)) report(now, write, record.read, false, *region, offset);
-            if (!ordered(record.other_read, now)) report(now, write, record.other_read, false, *region, offset);
-            record = ByteRecord{now, {}, {}};
-        } else if (record.read.thread == NOBODY || record.read.interval != now.interval ||
-                   record.read.thread == now.thread) {
-            if (record.read.interval != now.interval) record.other_read = {};
-            record.read = now;
-        } else {
-            record.other_read = now;
-        }
+    const unsigned char* p = static_cast<const unsigned char*>(address);
+    if (const SharedRegion* region = shared_region(block, p, bytes)) {
+        for (size_t offset = size_t(p - region->begin), end = offset + bytes; offset < end; offset++)
+            check_byte(region->records[offset], now, write, false, [&] {
+                return "byte " + std::to_string(offset) +
+                       (region->dynamic ? " of the dynamic shared memory" : " of a __shared__ variable");
+            });
+    } else if (DeviceRecords* buffer = device_buffer_records(block, p, bytes)) {
+        for (size_t offset = size_t(reinterpret_cast<uintptr_t>(p) - buffer->begin), end = offset + bytes;
+             offset < end; offset++)
+            check_byte(buffer->at(offset), now, write, true, [&] {
+                return "byte " + std::to_string(offset) + " of a device buffer of " + std::to_string(buffer->bytes) +
+                       " bytes";
+            });
     }
 }
 
 }  // namespace
 
+void launch_started() {
+    first_block_of_launch = blocks_run + 1;
+    launch_blocks.clear();
+}
+
 void start_block(const unsigned char* dynamic_shared, size_t bytes, int warps) {
     BlockState& block = this_block();
     block.executable_base = executable_base();
-    block.interval++;
+    block.block = ++blocks_run;
+    launch_blocks.push_back(blockIdx);
+    block.interval = 0;
     block.warp_syncs.assign(size_t(warps), 0);
     if (block.dynamic_records.size() < bytes) block.dynamic_records.resize(bytes);
-    block.regions.assign(1, Region{dynamic_shared, bytes, block.dynamic_records.data(), true});
+    block.regions.assign(1, SharedRegion{dynamic_shared, bytes, block.dynamic_records.data(), true});
 }
 
 void barrier_released() { running_block->interval++; }
@@ -194,7 +271,19 @@ void register_shared_variable(const void* storage, size_t bytes) {
     BlockState& block = *running_block;
     std::vector<ByteRecord>& records = block.variable_records[storage];
     records.resize(bytes);
-    block.regions.push_back(Region{static_cast<const unsigned char*>(storage), bytes, records.data(), false});
+    block.regions.push_back(SharedRegion{static_cast<const unsigned char*>(storage), bytes, records.data(), false});
+}
+
+void device_buffer_allocated(const void* begin, size_t bytes) {
+    DeviceRecords& records = device_records[reinterpret_cast<uintptr_t>(begin)];
+    records.begin = reinterpret_cast<uintptr_t>(begin);
+    records.bytes = bytes;
+    records.pages.resize((bytes + DeviceRecords::PAGE - 1) / DeviceRecords::PAGE);
+}
+
+void device_buffer_freed(const void* begin) {
+    device_records.erase(reinterpret_cast<uintptr_t>(begin));
+    if (running_block) running_block->last_buffer = nullptr;
 }
 
 void collective_access(const void* address, size_t bytes, bool write, const void* code) {
