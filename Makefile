@@ -197,9 +197,10 @@ emulate-check:
 	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
 	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
 	  then tail -1 $(BUILD)/emulated_reverse.log; else cat $(BUILD)/emulated_reverse.log; status=1; fi; \
-	  echo "the race detector on kernels with known races, then on every kernel of the GPU tests (bf16 and fp32 at"; \
-	  echo "once: each runs its blocks one at a time):"; \
-	  ./$(BUILD)/test_race_detection > $(BUILD)/race_detection.log 2>&1; detector=$$?; \
+	  echo "the race detector on kernels with known races (threads in order, then reversed), then on every kernel"; \
+	  echo "of the GPU tests (bf16 and fp32 at once: each runs its blocks one at a time):"; \
+	  { ./$(BUILD)/test_race_detection && CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_race_detection; } \
+	    > $(BUILD)/race_detection.log 2>&1; detector=$$?; \
 	  ./$(BUILD)/test_gpu_racecheck --small > $(BUILD)/racecheck_bf16.log 2>&1 & \
 	  ./$(BUILD)/test_gpu_fp32_racecheck --small > $(BUILD)/racecheck_fp32.log 2>&1; fp32=$$?; wait $$!; bf16=$$?; \
 	  for result in "$$detector race_detection" "$$bf16 racecheck_bf16" "$$fp32 racecheck_fp32"; do \

@@ -1,6 +1,7 @@
 // cuda_emulation.h: runs the project's CUDA code on the CPU, to find indexing, synchronisation and logic
 // bugs in the kernels and in gpu::GPT without a GPU. `make emulate-check` builds the GPU test binary this
-// way (build/test_gpu_emulated, build/test_gpu_fp32_emulated) and runs its small shapes.
+// way (build/test_gpu_emulated, build/test_gpu_fp32_emulated, and with race detection
+// build/test_gpu_racecheck, build/test_gpu_fp32_racecheck) and runs its small shapes.
 //
 // How: dev/cuda_emulation/preprocess.py copies the sources into build/emulation/, rewriting what is not
 // C++ (kernel<<<grid, block, shared, stream>>>(args) becomes a call to launch() below, `__shared__`
@@ -38,11 +39,12 @@
 //  - Races, in code compiled with -fsanitize=thread (build/test_gpu_racecheck): every access to shared
 //    and device memory is recorded, and two from different threads that nothing orders (no __syncthreads
 //    or whole-warp __syncwarp between them; different blocks of one launch), one a write, fail the launch
-//    with both source lines (race_detection.cpp; on a GPU, compute-sanitizer's racecheck in
-//    `make gpu-check` covers shared memory). Without it, fibers switch only at barriers and
-//    shuffles, so between two barriers a thread sees the writes of every thread that ran before it, and a
-//    missing __syncthreads shows only when a read comes first (poison) or when results change with the
-//    order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order instead of thread 0 first.
+//    with both source lines, as does a read of shared memory the block has not written (race_detection.cpp;
+//    on a GPU, compute-sanitizer's racecheck in `make gpu-check` covers shared memory). Without it, fibers
+//    switch only at barriers and shuffles, so between two barriers a thread sees the writes of every thread
+//    that ran before it, and a missing __syncthreads shows only when a read comes first (poison) or when
+//    results change with the order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order
+//    instead of thread 0 first.
 // What is not:
 //  - No memory model, no atomics, no warp-synchronous execution (lanes of a warp do not run in lockstep,
 //    and code that relies on that is a bug anyway).

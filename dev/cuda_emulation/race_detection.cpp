@@ -15,7 +15,9 @@
 // between them and, for two threads of one warp, no __syncwarp (or wmma operation) of the whole warp.
 // Warp shuffles and votes do not order memory (the CUDA guide: they imply no memory barrier), so they do
 // not count. The first race ends the launch with a failure naming both threads, the byte and, through
-// addr2line, the source line of each access (the instrumented code is compiled with -g).
+// addr2line, the source line of each access (the instrumented code is compiled with -g). So does a read of
+// shared memory that no thread of the block has written before it (shared memory starts each block
+// undefined), which the NaN poison misses where the value is dropped (by fmaxf, say).
 //
 // Per byte it keeps the last write and two reads not yet ordered before everything to come (the last
 // reader and the last different one), which finds every read-write and write-write race except a write
@@ -181,9 +183,18 @@ std::string who(const Access& access, const Access& now) {
                                      : "with no __syncthreads (nor a __syncwarp of the whole warp) between");
 }
 
-// Checks an access to one byte against its record and records it.
+// Checks an access to one byte against its record and records it. Shared memory starts each block
+// undefined (on a GPU it holds what an earlier block left), so a read of a byte no thread of the block
+// has written is reported too: the emulator's NaN poison shows such a read only where the value is used,
+// not where fmaxf() or a mask drops it.
 template <typename Describe>
 void check_byte(ByteRecord& record, const Access& now, bool write, bool device, Describe describe) {
+    if (!device && !write && record.write.block != now.block) {
+        const std::string subject = now.thread >= COLLECTIVE ? who(now, now) + " (this thread's)" : "it";
+        fault("uninitialized shared memory: %s reads %s at %s, which no thread of this block has written before "
+              "(never, or later without a __syncthreads between)",
+              subject.c_str(), describe().c_str(), source_of(now.code).c_str());
+    }
     if (!ordered(record.write, now, device)) report(now, write, record.write, true, describe(), device);
     if (write) {
         if (!ordered(record.read, now, device)) report(now, write, record.read, false, describe(), device);
