@@ -231,7 +231,7 @@ public:
         return std::vector<float>(row, row + config().padded_vocab_size);
     }
     void reserve(int, int) {}  // the CPU model sizes its activations in forward()
-    static size_t device_memory_used() { return 0; }
+    static size_t device_memory_peak() { return 0; }
 
 private:
     std::vector<float> m_, v_;
@@ -491,8 +491,8 @@ static int run(int argc, char** argv) {
                 data.val ? data.val->description().c_str() : "none", B, T, ranks.c_str(), micro_steps, total_batch,
                 omp_get_max_threads());
     model.reserve(B, T);
-    const size_t memory_used = model.device_memory_used();
-    std::string memory = memory_used ? format(" | %sB in use with activations for %d x %d",
+    const size_t memory_used = model.device_memory_peak();
+    std::string memory = memory_used ? format(" | %sB of buffers with activations for %d x %d",
                                               human_count((double)memory_used).c_str(), B, T)
                                      : "";
     std::printf("device: %s%s\n", device.description.c_str(), memory.c_str());
@@ -549,7 +549,7 @@ static int run(int argc, char** argv) {
         model.update(adamw, o.lr_attn_mult, (int)step + 1, clip_scale(norm, o.grad_clip));
         state.tokens_seen += total_batch;
         loss = mean_over_ranks(loss);
-        peak_memory = std::max(peak_memory, model.device_memory_used());
+        peak_memory = model.device_memory_peak();
         // On the GPU the update may still be running: its time counts in the next step's (which waits for it).
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         elapsed += ms / 1000.0;
@@ -602,7 +602,8 @@ static int run(int argc, char** argv) {
         stop = mean_over_ranks(interrupted) > 0;
     }
     save(step);
-    if (peak_memory) std::printf("peak GPU memory in use: %sB\n", human_count((double)peak_memory).c_str());
+    if (peak_memory)
+        std::printf("peak GPU memory in this process's buffers: %sB\n", human_count((double)peak_memory).c_str());
     if (log) std::fclose(log);
     if (stop) {
         std::fprintf(stderr, "interrupted at step %lld%s\n", (long long)step, o.out.empty() ? "" : " (checkpoint saved)");

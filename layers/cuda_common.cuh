@@ -5,6 +5,8 @@
 //  - CUDA_CHECK / CUBLAS_CHECK: a failed call throws focus::Error("file:line: ...") like check().
 //  - DeviceBuffer<T>: an owned cudaMalloc allocation; allocate() makes one whose failure for lack of
 //    memory says what it was for and how big ("out of GPU memory allocating activations.probs ...").
+//    DeviceMemory counts the bytes all DeviceBuffers hold, now and at most: this process's own memory
+//    (cudaMemGetInfo would count every process's, and the CUDA context's).
 //  - warp_sum / block_sum: tree sums whose order is fixed by the block shape, so reductions are
 //    deterministic (no atomics anywhere in the layers).
 //  - column_sums: out[c] += sum over rows of element(row, c), deterministic, in two stages: blocks of
@@ -21,6 +23,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -61,16 +64,39 @@ constexpr int WARP_SIZE = 32;
 
 inline unsigned ceil_div(size_t n, size_t d) { return unsigned((n + d - 1) / d); }
 
+// The bytes held in DeviceBuffers by this process: now, and the most at any time.
+class DeviceMemory {
+public:
+    static size_t in_use() { return in_use_; }
+    static size_t peak() { return peak_; }
+
+private:
+    template <typename T>
+    friend class DeviceBuffer;
+    static void allocated(size_t bytes) {
+        const size_t now = in_use_ += bytes;
+        size_t before = peak_;
+        while (now > before && !peak_.compare_exchange_weak(before, now)) {
+        }
+    }
+    static void freed(size_t bytes) { in_use_ -= bytes; }
+    static inline std::atomic<size_t> in_use_{0}, peak_{0};
+};
+
 template <typename T>
 class DeviceBuffer {
 public:
     DeviceBuffer() = default;
     explicit DeviceBuffer(size_t count) : count_(count) {
-        if (count) CUDA_CHECK(cudaMalloc(&data_, count * sizeof(T)));
+        if (!count) return;
+        CUDA_CHECK(cudaMalloc(&data_, count * sizeof(T)));
+        DeviceMemory::allocated(count * sizeof(T));
     }
     explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
     ~DeviceBuffer() {
-        if (data_) cudaFree(data_);  // a destructor cannot throw; a failure here has nothing left to free
+        if (!data_) return;
+        cudaFree(data_);  // a destructor cannot throw; a failure here has nothing left to free
+        DeviceMemory::freed(count_ * sizeof(T));
     }
     DeviceBuffer(DeviceBuffer&& other) noexcept { swap(other); }
     DeviceBuffer& operator=(DeviceBuffer&& other) noexcept {

@@ -331,13 +331,9 @@ public:
         allocate_activations();
     }
 
-    // Bytes in use on the device (every process's, from cudaMemGetInfo). Buffers are only ever allocated,
-    // so after a training step this is the peak.
-    static size_t device_memory_used() {
-        size_t free = 0, total = 0;
-        CUDA_CHECK(cudaMemGetInfo(&free, &total));
-        return total - free;
-    }
+    // The most bytes this process has held in device buffers (DeviceMemory): parameters, gradients,
+    // optimizer state, activations, scratch, cuBLASLt's workspace; not the CUDA context or NCCL's own.
+    static size_t device_memory_peak() { return DeviceMemory::peak(); }
 
 private:
     struct LayerActs {

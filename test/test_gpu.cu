@@ -303,6 +303,28 @@ void test_sum_of_squares(size_t n) {
     expect_identical("sum_of_squares", shape, d_result, d_result_again);
 }
 
+// DeviceMemory counts what DeviceBuffers hold: up by an allocation, unchanged by a move, down by a free,
+// the peak kept.
+void test_device_memory_count() {
+    using focus::gpu::DeviceMemory;
+    const size_t before = DeviceMemory::in_use(), peak_before = DeviceMemory::peak();
+    const size_t bytes = 1000 * sizeof(float) + 3 * sizeof(floatX);
+    size_t held = 0, held_after_move = 0;
+    {
+        DeviceBuffer<float> a(1000);
+        DeviceBuffer<floatX> b(3);
+        held = DeviceMemory::in_use();
+        DeviceBuffer<float> moved = std::move(a);
+        DeviceBuffer<float> empty(0);
+        held_after_move = DeviceMemory::in_use();
+    }
+    const bool ok = held == before + bytes && held_after_move == held && DeviceMemory::in_use() == before &&
+                    DeviceMemory::peak() == std::max(peak_before, before + bytes);
+    record("DeviceMemory in use and peak", "", ok, ok ? 0 : INFINITY, 0,
+           format("in use %zu -> %zu (moved: %zu) -> %zu, peak %zu -> %zu", before, held, held_after_move,
+                  DeviceMemory::in_use(), peak_before, DeviceMemory::peak()));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -359,6 +381,7 @@ int main(int argc, char** argv) {
         run("adamw", [n] { test_adamw(n); }, n > 100000 ? Size::large : Size::small);
     for (size_t n : {size_t(1), size_t(1000), size_t(262145), size_t(3000001)})
         run("sum_of_squares", [n] { test_sum_of_squares(n); }, n > 100000 ? Size::large : Size::small);
+    run("device memory count", test_device_memory_count);
     attention_tests();
     model_tests();
 
