@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# sanitize.sh: the GPU tests' small shapes (test_gpu --small) under compute-sanitizer, for `make gpu-check`:
+# sanitize.sh: the GPU tests' small shapes (test_gpu --small --no-nccl) under compute-sanitizer, for `make gpu-check`:
 # memcheck (out-of-bounds and misaligned accesses, errors of CUDA calls) and racecheck (shared-memory
 # hazards between the threads of a block). One line per tool; the full report in BUILD/sanitizer_TOOL.log.
 # Where compute-sanitizer is missing, or refuses the device (it does under gVisor), it says so and passes.
@@ -14,7 +14,7 @@ fi
 status=0
 for tool in memcheck racecheck; do
     log="$build/sanitizer_$tool.log"
-    if "$sanitizer" --tool "$tool" --error-exitcode 1 "$build/test_gpu" --small --require-gpu >"$log" 2>&1; then
+    if "$sanitizer" --tool "$tool" --error-exitcode 1 "$build/test_gpu" --small --no-nccl --require-gpu >"$log" 2>&1; then
         echo "compute-sanitizer $tool: clean ($(grep -o '[0-9]* passed, [0-9]* failed' "$log"))"
     elif grep -q "Device not supported" "$log"; then
         echo "compute-sanitizer $tool: does not support this device: skipped"

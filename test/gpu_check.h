@@ -148,9 +148,11 @@ DeviceBuffer<T> poisoned(size_t n) {
 
 // Runs one test; an exception (a CUDA error, say) counts as a failure and the other tests still run.
 // --small runs only the tests not marked large: what compute-sanitizer, which slows kernels by 10-100x,
-// checks in `make gpu-check`.
+// checks in `make gpu-check`, and what the emulator's race detector checks. --no-nccl also leaves out the
+// test that uses NCCL (compute-sanitizer's run: NCCL's own kernels and memory are not what it checks; the
+// emulator's NCCL is plain copies).
 enum class Size { small, large };
-inline bool small_only = false;
+inline bool small_only = false, without_nccl = false;
 
 inline void run(const char* name, const std::function<void()>& test, Size size = Size::small) {
     if (small_only && size == Size::large) return;

@@ -2,7 +2,8 @@
 // their CPU references (layers/*.h). The harness, its tolerances and their reasons: gpu_check.h.
 // The binary also links test_gpu_attention.cu (attention/) and test_gpu_model.cu (a training step).
 // With no CUDA device it prints one "GPU tests skipped" line and exits 0 (1 with --require-gpu).
-// --small skips the shapes marked large (for compute-sanitizer); -v prints every comparison.
+// --small skips the shapes marked large, --no-nccl the NCCL test (both for compute-sanitizer); -v prints
+// every comparison.
 #include "../layers/adamw.cuh"
 #include "../layers/crossentropy.cuh"
 #include "../layers/crossentropy.h"
@@ -332,6 +333,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
         verbose = verbose || std::strcmp(argv[i], "-v") == 0;
         small_only = small_only || std::strcmp(argv[i], "--small") == 0;
+        without_nccl = without_nccl || std::strcmp(argv[i], "--no-nccl") == 0;
         require_gpu = require_gpu || std::strcmp(argv[i], "--require-gpu") == 0;
     }
     int devices = 0;

@@ -233,11 +233,9 @@ void model_tests() {
                 if (focus::gpu::flash_attention_supports(small_config(kind, position, bias, 2).attention, 32))
                     run("model", [=] { test_training_step(small_config(kind, position, bias, 2)); });
             }
-    // Size::large only to keep NCCL out of the sanitizer run (test_gpu --small): its kernels and memory are
-    // not what that run checks.
-    run("model",
-        [] { test_one_rank_data_parallel(small_config(AttentionKind::softmax, PositionKind::learned, false, 4)); },
-        Size::large);
+    if (!without_nccl)
+        run("model",
+            [] { test_one_rank_data_parallel(small_config(AttentionKind::softmax, PositionKind::learned, false, 4)); });
 }
 
 }  // namespace gpu_check

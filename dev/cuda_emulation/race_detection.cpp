@@ -328,8 +328,21 @@ void __tsan_write_range(void* address, unsigned long bytes) {
 }
 // a C++ object's vtable pointer being set (host objects only)
 void __tsan_vptr_update(void** slot, void*) { access(slot, sizeof(void*), true, __builtin_return_address(0), false); }
-// atomics are not checked, only performed
+// atomics (host code's: std::atomic counters) are not checked, only performed, sequentially consistent
 unsigned char __tsan_atomic8_load(const volatile unsigned char* address, int) {
     return __atomic_load_n(address, __ATOMIC_SEQ_CST);
+}
+long long __tsan_atomic64_load(const volatile long long* address, int) {
+    return __atomic_load_n(address, __ATOMIC_SEQ_CST);
+}
+long long __tsan_atomic64_fetch_add(volatile long long* address, long long value, int) {
+    return __atomic_fetch_add(address, value, __ATOMIC_SEQ_CST);
+}
+long long __tsan_atomic64_fetch_sub(volatile long long* address, long long value, int) {
+    return __atomic_fetch_sub(address, value, __ATOMIC_SEQ_CST);
+}
+int __tsan_atomic64_compare_exchange_weak(volatile long long* address, long long* expected, long long desired, int,
+                                          int) {
+    return __atomic_compare_exchange_n(address, expected, desired, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 }
