@@ -499,7 +499,6 @@ static int run(int argc, char** argv) {
     if (!resume_dir.empty()) std::printf("resumed from %s at step %lld\n", resume_dir.c_str(), (long long)state.step);
     // 6 N + 12 L T C model FLOPs per token (the header comment)
     const double flops_per_token = 6.0 * model.num_parameters() + 12.0 * config.num_layers * T * config.channels;
-    size_t peak_memory = 0;
 
     std::signal(SIGINT, [](int) { interrupted = 1; });
     AdamWConfig adamw;
@@ -549,7 +548,6 @@ static int run(int argc, char** argv) {
         model.update(adamw, o.lr_attn_mult, (int)step + 1, clip_scale(norm, o.grad_clip));
         state.tokens_seen += total_batch;
         loss = mean_over_ranks(loss);
-        peak_memory = model.device_memory_peak();
         // On the GPU the update may still be running: its time counts in the next step's (which waits for it).
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
         elapsed += ms / 1000.0;
@@ -564,7 +562,7 @@ static int run(int argc, char** argv) {
         json step_line = {{"step", step + 1}, {"loss", loss}, {"acc", train_accuracy.fraction()}, {"lr", lr},
                           {"grad_norm", norm}, {"ms", ms}, {"tokens_per_s", tokens_per_s}, {"tokens", state.tokens_seen}};
         if (!std::isnan(mfu)) step_line["mfu"] = mfu;
-        if (peak_memory) step_line["gpu_memory_peak_bytes"] = peak_memory;
+        if (const size_t peak_memory = model.device_memory_peak()) step_line["gpu_memory_peak_bytes"] = peak_memory;
         log_line(step_line);
         if (main_rank && o.sample_every && (step + 1) % o.sample_every == 0) {
             std::vector<int> tokens = sample(model, state.rng, o.sample_tokens);
@@ -602,7 +600,7 @@ static int run(int argc, char** argv) {
         stop = mean_over_ranks(interrupted) > 0;
     }
     save(step);
-    if (peak_memory)
+    if (const size_t peak_memory = model.device_memory_peak())
         std::printf("peak GPU memory in this process's buffers: %sB\n", human_count((double)peak_memory).c_str());
     if (log) std::fclose(log);
     if (stop) {
