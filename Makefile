@@ -17,7 +17,7 @@ GPU_SOURCES := $(wildcard layers/*.h layers/*.cuh attention/*.h attention/*.cuh 
 TESTS := $(wildcard test/test_*.cpp)
 TEST_OBJS := $(TESTS:test/%.cpp=$(BUILD)/test/%.o) $(BUILD)/test/main.o
 
-.PHONY: all train test deps nvcc-check gpu-check clean
+.PHONY: all train test deps nvcc-check gpu-check kernel-resources clean
 all: $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt $(BUILD)/prepare_data
 
 # ---- dependencies -------------------------------------------------------------------------------
@@ -47,11 +47,20 @@ $(BUILD)/train_gpt_cpu: train_gpt.cu | deps
 	$(CXX) $(CXXFLAGS) -x c++ $< -o $@
 
 # train_gpt: the same train_gpt.cu compiled by nvcc, the GPU trainer (the model: layers/gpt.cuh), with
-# NCCL for data parallel over several GPUs (layers/distributed.cuh)
+# NCCL for data parallel over several GPUs (layers/distributed.cuh). ptxas's report of every kernel's
+# registers and spills goes to build/train_gpt.resources (its other messages to the terminal), for
+# `make kernel-resources` (dev/kernel_resources.sh).
 NCCL_LIB ?= /usr/local/cuda/lib64
+PTXAS_INFO = grep -v -e '^ptxas info' -e 'bytes stack frame' $@.resources >&2
 $(BUILD)/train_gpt: train_gpt.cu $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
-	$(NVCC) $(NVCCFLAGS) -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl
+	$(NVCC) $(NVCCFLAGS) -Xptxas -v -DGIT_COMMIT=\"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)\" -x cu $< -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl 2> $@.resources || { $(PTXAS_INFO); exit 1; }
+	@$(PTXAS_INFO) || true
+
+# Registers per thread, spilled bytes and static shared memory of every kernel of train_gpt, per
+# architecture (nvcc, no GPU; a spill is a kernel out of registers).
+kernel-resources: $(BUILD)/train_gpt
+	@bash dev/kernel_resources.sh $(BUILD)/train_gpt.resources
 
 # eval_gpt: compiled by nvcc where nvcc is installed (it then runs on the GPU when there is one, on the
 # CPU otherwise), as C++ elsewhere (the CPU only).
@@ -224,6 +233,7 @@ test: test-deps
 	bash test/test_cli.sh $(BUILD)
 	bash test/test_plot.sh
 	$(if $(NVCC),./$(BUILD)/test_gpu,@echo "nvcc not found: skipping the GPU tests")
+	$(if $(NVCC),@bash dev/kernel_resources.sh --spills $(BUILD)/train_gpt.resources)
 	@$(MAKE) emulate-check
 
 clean:

@@ -69,6 +69,10 @@
 namespace focus::gpu {
 
 constexpr int FLASH_THREADS = 128;
+// Blocks per SM the kernels are compiled for (__launch_bounds__): at head size 64 on an H100 the shared
+// memory of a backward kernel leaves room for two, so a thread may use up to 255 registers. Without the
+// bound ptxas aimed at three or four blocks on its own and spilled registers to get there (dev/RESULTS.md).
+constexpr int FLASH_MIN_BLOCKS = 2;
 
 constexpr size_t round_up_128(size_t bytes) { return (bytes + 127) / 128 * 128; }
 
@@ -91,6 +95,7 @@ struct FlashTiles {
     static constexpr size_t QUERY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
     // k, v, q, dO tiles, scores, g, a, dS (dk and dv stay in registers)
     static constexpr size_t KEY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + 2 * WEIGHT_BYTES;
+
 };
 
 // Hands out consecutive pieces of the dynamic shared memory, each a multiple of 128 bytes.
@@ -163,44 +168,62 @@ struct AccumulatorTile {
     }
 };
 #else
-// bf16 build: tensor cores (wmma 16 x 16 x 16, bf16 operands, fp32 accumulation), the 16 x 16 blocks of
-// the tile dealt to the warps round robin: warp w holds blocks w, w + WARPS, ...
+// bf16 build: tensor cores (wmma 16 x 16 x 16, bf16 operands, fp32 accumulation). The four warps split
+// the tile's grid of 16 x 16 blocks into 2 x 2 rectangles of ROWS x COLUMNS blocks, warp w the rectangle at
+// (w / 2, w % 2). Per step of K a warp loads ROWS fragments of A and COLUMNS of B and uses each for a whole
+// row or column of its blocks: for a 64 x 64 tile, 16 fragment loads per step for its 16 products, where
+// dealing the blocks out one at a time takes two loads per product. (Which warp holds a block does not
+// change the block's sum: every sum runs over K in order.)
 template <int M, int N>
 struct AccumulatorTile {
-    static constexpr int WARPS = FLASH_THREADS / WARP_SIZE, BLOCKS = (M / 16) * (N / 16);
-    static_assert(M % 16 == 0 && N % 16 == 0 && BLOCKS % WARPS == 0, "whole 16 x 16 blocks, as many per warp");
-    static constexpr int COUNT = BLOCKS / WARPS;
-    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> value[COUNT];
+    static_assert(FLASH_THREADS == 4 * WARP_SIZE && M % 32 == 0 && N % 32 == 0, "2 x 2 warps, whole 16 x 16 blocks");
+    static constexpr int ROWS = M / 32, COLUMNS = N / 32;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> value[ROWS][COLUMNS];
 
-    __device__ static int row(int n) { return (int(threadIdx.x) / WARP_SIZE + n * WARPS) / (N / 16) * 16; }
-    __device__ static int column(int n) { return (int(threadIdx.x) / WARP_SIZE + n * WARPS) % (N / 16) * 16; }
+    __device__ static int warp() { return int(threadIdx.x) / WARP_SIZE; }
+    __device__ static int row(int i) { return (warp() / 2 * ROWS + i) * 16; }
+    __device__ static int column(int j) { return (warp() % 2 * COLUMNS + j) * 16; }
     __device__ void zero() {
 #pragma unroll
-        for (int n = 0; n < COUNT; n++) nvcuda::wmma::fill_fragment(value[n], 0.0f);
+        for (int i = 0; i < ROWS; i++)
+#pragma unroll
+            for (int j = 0; j < COLUMNS; j++) nvcuda::wmma::fill_fragment(value[i][j], 0.0f);
     }
     __device__ void load(const float* C, int ldc) {
 #pragma unroll
-        for (int n = 0; n < COUNT; n++)
-            nvcuda::wmma::load_matrix_sync(value[n], C + row(n) * ldc + column(n), ldc, nvcuda::wmma::mem_row_major);
+        for (int i = 0; i < ROWS; i++)
+#pragma unroll
+            for (int j = 0; j < COLUMNS; j++)
+                nvcuda::wmma::load_matrix_sync(value[i][j], C + row(i) * ldc + column(j), ldc,
+                                               nvcuda::wmma::mem_row_major);
     }
     __device__ void store(float* C, int ldc) const {
 #pragma unroll
-        for (int n = 0; n < COUNT; n++)
-            nvcuda::wmma::store_matrix_sync(C + row(n) * ldc + column(n), value[n], ldc, nvcuda::wmma::mem_row_major);
+        for (int i = 0; i < ROWS; i++)
+#pragma unroll
+            for (int j = 0; j < COLUMNS; j++)
+                nvcuda::wmma::store_matrix_sync(C + row(i) * ldc + column(j), value[i][j], ldc,
+                                                nvcuda::wmma::mem_row_major);
     }
     template <int K, typename LayoutA, typename LayoutB>
     __device__ void add_product(const floatX* A, int lda, const floatX* B, int ldb) {
         static_assert(K % 16 == 0, "whole 16 x 16 blocks");
         namespace wmma = nvcuda::wmma;
+        // Two steps of K unrolled, so one step's loads can overlap the other's products; unrolled whole,
+        // the key kernel's two products (dV and dK, one after the other) ran out of registers and spilled.
+#pragma unroll 2
+        for (int k = 0; k < K; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> a[ROWS];
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b[COLUMNS];
 #pragma unroll
-        for (int n = 0; n < COUNT; n++) {
-            for (int k = 0; k < K; k += 16) {
-                wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, LayoutA> a;
-                wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, LayoutB> b;
-                wmma::load_matrix_sync(a, A + element_at<LayoutA>(row(n), k, lda), lda);
-                wmma::load_matrix_sync(b, B + element_at<LayoutB>(k, column(n), ldb), ldb);
-                wmma::mma_sync(value[n], a, b, value[n]);
-            }
+            for (int i = 0; i < ROWS; i++) wmma::load_matrix_sync(a[i], A + element_at<LayoutA>(row(i), k, lda), lda);
+#pragma unroll
+            for (int j = 0; j < COLUMNS; j++)
+                wmma::load_matrix_sync(b[j], B + element_at<LayoutB>(k, column(j), ldb), ldb);
+#pragma unroll
+            for (int i = 0; i < ROWS; i++)
+#pragma unroll
+                for (int j = 0; j < COLUMNS; j++) wmma::mma_sync(value[i][j], a[i], b[j], value[i][j]);
         }
     }
 };
@@ -337,7 +360,7 @@ __device__ void head_tile_dots(float* out, const floatX* a, const floatX* b) {
 // One block per (query tile, b, h); blockIdx.x 0 takes the last query tile (the longest rows).
 // row_state[2 (bh T + t) + {0, 1}] = (M_t, L_t).
 template <int HS, bool ELASTIC>
-static __global__ void __launch_bounds__(FLASH_THREADS)
+static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     flash_forward_kernel(floatX* out, float* row_state, FlashArguments args) {
     using Tiles = FlashTiles<HS>;
     constexpr int TILE = Tiles::TILE;
@@ -459,7 +482,7 @@ struct BackwardRow {
 // and, for batch index bb = b * query_tiles + query tile: bias_partials[(bb NH + h) W + r] (the tile's
 // rows' share of db_h[r]) and dtau_partials[bb NH + h]. Shared memory: QUERY_BYTES + min(W, T) floats.
 template <int HS, bool ELASTIC>
-static __global__ void __launch_bounds__(FLASH_THREADS)
+static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     flash_query_kernel(floatX* dqkv, float* delta_rows, float* bias_partials, float* dtau_partials, const floatX* dout,
                        const floatX* out, const float* row_state, FlashArguments args) {
     using Tiles = FlashTiles<HS>;
@@ -563,7 +586,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS)
 
 // One block per (key tile, b, h), the first key tile (the most query tiles) first. Writes dk and dv (+=).
 template <int HS, bool ELASTIC>
-static __global__ void __launch_bounds__(FLASH_THREADS)
+static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     flash_key_kernel(floatX* dqkv, const float* delta_rows, const floatX* dout, const float* row_state,
                      FlashArguments args) {
     using Tiles = FlashTiles<HS>;

@@ -188,6 +188,8 @@ struct Fiber {
     uint3 index{};
     enum class State { ready, block_barrier, warp_barrier, done } state = State::ready;
     int vote = 0, vote_result = 0;
+    uint64_t product_generation = 0;  // the warp barrier its wmma products count from, and how many so far
+    int products = 0;
 };
 
 struct Warp {
@@ -196,10 +198,14 @@ struct Warp {
     int line = 0;
     uint64_t generation = 0;  // completed barriers; shuffles alternate between two sets of slots
     uint64_t slots[2][32];
-    // The last wmma product of the warp's lanes: every lane multiplies the same tiles, so the others
-    // copy the first one's result (when their inputs are the same bits).
-    bool has_product = false;
-    float product_inputs[3][16][16], product[16][16];
+    // The wmma products of the warp's first lane since the warp's last barrier, in order: every lane
+    // multiplies the same tiles in the same order, so the others copy its results (when their inputs are
+    // the same bits). Four: the most the project's kernels make between two fragment loads.
+    struct Product {
+        bool filled = false;
+        float inputs[3][16][16], result[16][16];
+    };
+    Product products[4];
 };
 
 // Per OS thread: the fibers of the block it runs, and that block's shared memory.
@@ -658,25 +664,36 @@ void nvcuda::wmma::detail::check_operand(const void* pointer, size_t ldm_bytes, 
 void nvcuda::wmma::detail::multiply(float d[16][16], const float a[16][16], const float b[16][16],
                                     const float c[16][16]) {
     using namespace cuda_emulation;
-    Warp& warp = worker->warps[running_fiber("mma_sync").linear / 32];
-    if (warp.has_product && std::memcmp(warp.product_inputs[0], a, sizeof warp.product_inputs[0]) == 0 &&
-        std::memcmp(warp.product_inputs[1], b, sizeof warp.product_inputs[1]) == 0 &&
-        std::memcmp(warp.product_inputs[2], c, sizeof warp.product_inputs[2]) == 0) {
-        std::memcpy(d, warp.product, sizeof warp.product);
+    Fiber& lane = running_fiber("mma_sync");
+    Warp& warp = worker->warps[lane.linear / 32];
+    if (lane.product_generation != warp.generation) {
+        lane.product_generation = warp.generation;
+        lane.products = 0;
+    }
+    const int n = lane.products++;
+    Warp::Product* product = n < int(std::size(warp.products)) ? &warp.products[n] : nullptr;
+    if (product && product->filled && std::memcmp(product->inputs[0], a, sizeof product->inputs[0]) == 0 &&
+        std::memcmp(product->inputs[1], b, sizeof product->inputs[1]) == 0 &&
+        std::memcmp(product->inputs[2], c, sizeof product->inputs[2]) == 0) {
+        std::memcpy(d, product->result, sizeof product->result);
         return;
     }
-    std::memcpy(warp.product_inputs[0], a, sizeof warp.product_inputs[0]);
-    std::memcpy(warp.product_inputs[1], b, sizeof warp.product_inputs[1]);
-    std::memcpy(warp.product_inputs[2], c, sizeof warp.product_inputs[2]);
     // products exact (bf16 x bf16 fits a float), the sum in double, rounded once to float
+    float result[16][16];
     for (int i = 0; i < 16; i++)
         for (int j = 0; j < 16; j++) {
             double sum = c[i][j];
             for (int k = 0; k < 16; k++) sum += double(a[i][k]) * b[k][j];
-            warp.product[i][j] = float(sum);
+            result[i][j] = float(sum);
         }
-    warp.has_product = true;
-    std::memcpy(d, warp.product, sizeof warp.product);
+    if (product) {
+        std::memcpy(product->inputs[0], a, sizeof product->inputs[0]);
+        std::memcpy(product->inputs[1], b, sizeof product->inputs[1]);
+        std::memcpy(product->inputs[2], c, sizeof product->inputs[2]);
+        std::memcpy(product->result, result, sizeof result);
+        product->filled = true;
+    }
+    std::memcpy(d, result, sizeof result);
 }
 
 void nvcuda::wmma::detail::warp_collective(const char* what) { cuda_emulation::syncwarp(0xffffffffu, what, 0); }
