@@ -109,12 +109,36 @@ struct SharedArrays {
     }
 };
 
+// Columns first + ROW_THREADS k of a row, k < steps, visited from k = start on, wrapping around.
+template <int ROW_THREADS>
+struct ColumnOrder {
+    int first, start, steps;
+    struct Iterator {
+        int first, step, steps;
+        __device__ int operator*() const { return first + ROW_THREADS * (step % steps); }
+        __device__ void operator++() { step++; }
+        __device__ bool operator!=(const Iterator& end) const { return step != end.step; }
+    };
+    __device__ Iterator begin() const { return {first, start, steps}; }
+    __device__ Iterator end() const { return {first, start + steps, steps}; }
+};
+
 // The element phase's share of one thread: query row `row` of the tile, and its key (or channel)
 // columns first, first + ROW_THREADS, ... The ROW_THREADS threads of a row are adjacent lanes of a warp.
+// The order of the columns keeps a warp's accesses in distinct banks: every tile's row pitch is 4 words
+// past a multiple of 32, so rows r and r + 8 share banks. With 4 threads a row a warp covers 8 rows, each
+// in 4 banks of its own; with 2 threads, 16 rows, and rows 8-15 of those start one step later than rows
+// 0-7, which puts them in the other half of each 4-bank group (two-way conflicts in every element loop
+// before; the emulator's count, `make bank-conflicts`).
 template <int TILE>
 struct RowSlice {
     static constexpr int ROW_THREADS = FLASH_THREADS / TILE;
     int row = threadIdx.x / ROW_THREADS, first = threadIdx.x % ROW_THREADS;
+
+    // This thread's columns among `width` (TILE keys, or HS channels).
+    __device__ ColumnOrder<ROW_THREADS> columns(int width) const {
+        return {first, row % (WARP_SIZE / ROW_THREADS) / 8, width / ROW_THREADS};
+    }
 };
 
 // The sum and the maximum over the threads of one row, returned to each of them; the same order and so
@@ -392,7 +416,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         __syncthreads();
         head_tile_dots<HS, TILE>(scores, q_tile, k_tile);
         float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) s_row[c] = head.score(s_row[c], t, k0 + c);
+        for (const int c : slice.columns(TILE)) s_row[c] = head.score(s_row[c], t, k0 + c);
     };
     // O += weights V (call after a barrier that follows the weights' writes)
     auto add_weighted_values = [&] {
@@ -406,11 +430,11 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         scores_of_tile(k0, !ELASTIC);
         const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
         float tile_max = -INFINITY;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) tile_max = fmaxf(tile_max, s_row[c]);
+        for (const int c : slice.columns(TILE)) tile_max = fmaxf(tile_max, s_row[c]);
         const float new_max = fmaxf(running_max, row_max<Slice::ROW_THREADS>(tile_max));
         const float rescale = flash::rescale_factor(running_max, new_max);
         float tile_sum = 0.0f;
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+        for (const int c : slice.columns(TILE)) {
             const float e = flash::exp_weight(s_row[c], new_max);
             tile_sum += e;
             if constexpr (!ELASTIC) weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(e);
@@ -418,7 +442,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         running_sum = rescale * running_sum + row_sum<Slice::ROW_THREADS>(tile_sum);
         running_max = new_max;
         if constexpr (!ELASTIC) {
-            for (int d = slice.first; d < HS; d += Slice::ROW_THREADS) o_row[d] *= rescale;
+            for (const int d : slice.columns(HS)) o_row[d] *= rescale;
             __syncthreads();
             add_weighted_values();
         }
@@ -430,7 +454,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
             scores_of_tile(k0, true);
             const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
             bool any_weight = false;
-            for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+            for (const int c : slice.columns(TILE)) {
                 const float a = flash::cut_weight(flash::probability(s_row[c], running_max, running_sum), cut);
                 weights[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(a);
                 any_weight |= a > 0.0f;
@@ -442,7 +466,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
 
     if (t >= L.T) return;
     floatX* o = out + L.out(head.b, t, head.h);
-    for (int d = slice.first; d < HS; d += Slice::ROW_THREADS)
+    for (const int d : slice.columns(HS))
         o[d] = floatX(ELASTIC ? o_row[d] : o_row[d] / running_sum);
     if (slice.first == 0) {
         row_state[2 * (size_t(bh) * L.T + t)] = running_max;
@@ -470,7 +494,7 @@ struct BackwardRow {
     __device__ bool probabilities(float* p_row, const FlashHead<HS, TILE>& head, const RowSlice<TILE>& slice,
                                   int t, int k0) const {
         bool any_passed = false;
-        for (int c = slice.first; c < TILE; c += RowSlice<TILE>::ROW_THREADS) {
+        for (const int c : slice.columns(TILE)) {
             p_row[c] = flash::probability(head.score(p_row[c], t, k0 + c), max, sum);
             any_passed |= p_row[c] > cut;
         }
@@ -537,7 +561,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         float delta = 0.0f, passed = 0.0f;
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
             if (grads_of_tile(probabilities_of_tile(k0))) {
-                for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+                for (const int c : slice.columns(TILE)) {
                     const float g = flash::passed_gradient(p_row[c], row.cut, g_row[c]);
                     delta += p_row[c] * g;
                     passed += g;
@@ -551,7 +575,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         if (threadIdx.x == 0) dtau_partials[(size_t(b) * query_tiles + query_tile) * L.NH + h] = dtau;
     } else if (t < L.T) {  // delta_t = dO_t . o_t
         float delta = 0.0f;
-        for (int d = slice.first; d < HS; d += Slice::ROW_THREADS)
+        for (const int d : slice.columns(HS))
             delta += float(dout[L.out(b, t, h) + d]) * float(out[L.out(b, t, h) + d]);
         row.delta = delta;
     }
@@ -560,7 +584,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
 
     for (int k0 = 0; k0 <= q0; k0 += TILE) {
         const bool have_grads = grads_of_tile(probabilities_of_tile(k0));
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+        for (const int c : slice.columns(TILE)) {
             const float ds = flash::score_gradient(p_row[c], row.cut, have_grads ? g_row[c] : 0.0f, row.delta);
             p_row[c] = ds;  // in float, for the bias sums
             dscores[slice.row * Tiles::WEIGHT_PITCH + c] = floatX(ds);
@@ -631,7 +655,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         // for such a tile, as the query kernel skips G
         const bool have_grads = !ELASTIC || __syncthreads_or(any_passed);
         if (have_grads) head_tile_dots<HS, TILE>(grads, dout_tile, v_tile);
-        for (int c = slice.first; c < TILE; c += Slice::ROW_THREADS) {
+        for (const int c : slice.columns(TILE)) {
             weights[slice.row * Tiles::WEIGHT_PITCH + c] =
                 floatX(ELASTIC ? flash::cut_weight(p_row[c], row.cut) : p_row[c]);
             dscores[slice.row * Tiles::WEIGHT_PITCH + c] =

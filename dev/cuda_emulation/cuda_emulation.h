@@ -40,7 +40,9 @@
 //    and device memory is recorded, and two from different threads that nothing orders (no __syncthreads
 //    or whole-warp __syncwarp between them; different blocks of one launch), one a write, fail the launch
 //    with both source lines, as does a read of shared memory the block has not written (race_detection.cpp;
-//    on a GPU, compute-sanitizer's racecheck in `make gpu-check` covers shared memory). Without it, fibers
+//    on a GPU, compute-sanitizer's racecheck in `make gpu-check` covers shared memory); from the same
+//    record, with CUDA_EMULATION_BANKS set, the shared-memory bank conflicts per source line at exit
+//    (shared_memory_banks.cpp, `make bank-conflicts`). Without it, fibers
 //    switch only at barriers and shuffles, so between two barriers a thread sees the writes of every thread
 //    that ran before it, and a missing __syncthreads shows only when a read comes first (poison) or when
 //    results change with the order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order
@@ -60,6 +62,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -117,7 +120,25 @@ void device_buffer_freed(const void* begin);
 void register_shared_variable(const void* storage, size_t bytes);
 // An access that the lanes of the running thread's warp make together (wmma); code: the caller.
 void collective_access(const void* address, size_t bytes, bool write, const void* code);
+// "file:line" of an instrumented instruction (an offset into the executable), through addr2line.
+std::string source_of(uint32_t code);
 }  // namespace race_detection
+
+// Shared-memory bank conflicts (shared_memory_banks.cpp), counted from the accesses the race detector
+// sees when enabled: with CUDA_EMULATION_BANKS set, reported per source line at exit.
+namespace shared_memory_banks {
+extern bool enabled;
+void block_started();
+void barrier_released();
+// An access by thread (threadIdx as one number) with instruction code to bytes at offset into shared
+// array region (the arrays of the block numbered as the race detector numbers them).
+void record(int thread, uint32_t code, size_t region, size_t offset, size_t bytes, bool write);
+struct Totals {
+    uint64_t requests, wavefronts, ideal_wavefronts;
+};
+// Warp requests so far and the wavefronts they took, against the fewest they could have (every block run).
+Totals totals();
+}  // namespace shared_memory_banks
 
 void syncthreads(const char* file, int line);
 enum class Vote { any, all, count };

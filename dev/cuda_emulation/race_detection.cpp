@@ -130,35 +130,6 @@ uintptr_t executable_base() {
     return base;
 }
 
-// "file:line" of the instruction at code, relative to the working directory, and of up to two calls it
-// is inlined into ("a.cuh:12 < b.cuh:40"): the project's frames only (not the emulator's or the system's).
-std::string source_of(uint32_t code) {
-    char executable[4096] = {}, directory[4096] = {};
-    if (readlink("/proc/self/exe", executable, sizeof executable - 1) <= 0 || !getcwd(directory, sizeof directory))
-        return "?";
-    char address[32];
-    std::snprintf(address, sizeof address, "0x%x", code);
-    const std::string command = "addr2line -ie '" + std::string(executable) + "' " + address + " 2>/dev/null";
-    FILE* pipe = popen(command.c_str(), "r");
-    if (!pipe) return "?";
-    const std::string prefix = std::string(directory) + "/";
-    std::string frames;
-    int kept = 0;
-    bool ended = false;
-    char line[4096];
-    while (std::fgets(line, sizeof line, pipe)) {
-        std::string frame(line);
-        frame.erase(std::min(frame.find(" (discriminator"), frame.find('\n')));
-        if (frame.compare(0, prefix.size(), prefix) == 0) frame.erase(0, prefix.size());
-        if (frame.compare(0, 2, "./") == 0) frame.erase(0, 2);
-        const bool project = frame[0] != '/' && frame[0] != '?' && frame.find("cuda_emulation/") == std::string::npos;
-        ended |= kept > 0 && !project;
-        if (project && !ended && kept < 3) frames += (kept++ ? " < " : "") + frame;
-    }
-    pclose(pipe);
-    return kept ? frames : "?";
-}
-
 std::string who(const Access& access, const Access& now) {
     if (access.thread >= COLLECTIVE) return "the wmma load or store of warp " + std::to_string(access.thread - COLLECTIVE);
     const unsigned t = unsigned(access.thread);
@@ -241,6 +212,9 @@ void access(const void* address, size_t bytes, bool write, const void* code, boo
                      uint32_t(reinterpret_cast<uintptr_t>(code) - 1 - block.executable_base)};
     const unsigned char* p = static_cast<const unsigned char*>(address);
     if (const SharedRegion* region = shared_region(block, p, bytes)) {
+        if (shared_memory_banks::enabled && !collective)
+            shared_memory_banks::record(thread, now.code, size_t(region - block.regions.data()),
+                                        size_t(p - region->begin), bytes, write);
         for (size_t offset = size_t(p - region->begin), end = offset + bytes; offset < end; offset++)
             check_byte(region->records[offset], now, write, false, [&] {
                 return "byte " + std::to_string(offset) +
@@ -258,6 +232,34 @@ void access(const void* address, size_t bytes, bool write, const void* code, boo
 
 }  // namespace
 
+// Relative to the working directory, with up to two calls the instruction is inlined into ("a.cuh:12 < b.cuh:40"): the project's frames only (not the emulator's or the system's).
+std::string source_of(uint32_t code) {
+    char executable[4096] = {}, directory[4096] = {};
+    if (readlink("/proc/self/exe", executable, sizeof executable - 1) <= 0 || !getcwd(directory, sizeof directory))
+        return "?";
+    char address[32];
+    std::snprintf(address, sizeof address, "0x%x", code);
+    const std::string command = "addr2line -ie '" + std::string(executable) + "' " + address + " 2>/dev/null";
+    FILE* pipe = popen(command.c_str(), "r");
+    if (!pipe) return "?";
+    const std::string prefix = std::string(directory) + "/";
+    std::string frames;
+    int kept = 0;
+    bool ended = false;
+    char line[4096];
+    while (std::fgets(line, sizeof line, pipe)) {
+        std::string frame(line);
+        frame.erase(std::min(frame.find(" (discriminator"), frame.find('\n')));
+        if (frame.compare(0, prefix.size(), prefix) == 0) frame.erase(0, prefix.size());
+        if (frame.compare(0, 2, "./") == 0) frame.erase(0, 2);
+        const bool project = frame[0] != '/' && frame[0] != '?' && frame.find("cuda_emulation/") == std::string::npos;
+        ended |= kept > 0 && !project;
+        if (project && !ended && kept < 3) frames += (kept++ ? " < " : "") + frame;
+    }
+    pclose(pipe);
+    return kept ? frames : "?";
+}
+
 void launch_started() {
     first_block_of_launch = blocks_run + 1;
     launch_blocks.clear();
@@ -272,9 +274,13 @@ void start_block(const unsigned char* dynamic_shared, size_t bytes, int warps) {
     block.warp_syncs.assign(size_t(warps), 0);
     if (block.dynamic_records.size() < bytes) block.dynamic_records.resize(bytes);
     block.regions.assign(1, SharedRegion{dynamic_shared, bytes, block.dynamic_records.data(), true});
+    if (shared_memory_banks::enabled) shared_memory_banks::block_started();
 }
 
-void barrier_released() { running_block->interval++; }
+void barrier_released() {
+    running_block->interval++;
+    if (shared_memory_banks::enabled) shared_memory_banks::barrier_released();
+}
 
 void warp_synchronized(int warp) { running_block->warp_syncs[size_t(warp)]++; }
 
