@@ -95,12 +95,12 @@ $(BUILD)/test_focus: $(TEST_OBJS)
 	$(CXX) $(CXXFLAGS) $^ -o $@
 
 # Compile every .cu file for sm_80 and sm_90; needs nvcc, not a GPU. (The trainer, the evaluator and the
-# GPU tests are left out: `make test` builds them with nvcc anyway; so is test_bank_conflicts.cu, which
+# GPU tests are left out: `make test` builds them with nvcc anyway; so is test_memory_requests.cu, which
 # reads the CPU emulation's counters.)
 nvcc-check: | deps
 	@if [ -z "$(NVCC)" ]; then echo "nvcc not found: skipping the CUDA compile check"; else \
 	  mkdir -p $(BUILD)/nvcc && for f in $$(git ls-files '*.cu' ':!test/test_gpu*.cu' ':!train_gpt.cu' ':!eval_gpt.cu' \
-	    ':!test/test_bank_conflicts.cu'); do \
+	    ':!test/test_memory_requests.cu'); do \
 	    echo "nvcc $$f (sm_80, sm_90)"; \
 	    $(NVCC) $(NVCCFLAGS) -c $$f -o $(BUILD)/nvcc/$$(basename $$f .cu).o || exit 1; \
 	  done; fi
@@ -143,8 +143,8 @@ gpu-check: gpu-binaries
 # built the same way, which test/test_emulated_programs.sh compares with train_gpt_cpu and eval_gpt
 # --device cpu. build/test_gpu_racecheck and build/test_gpu_fp32_racecheck are the GPU tests again with
 # every access to shared and device memory checked for races (dev/cuda_emulation/race_detection.cpp),
-# after build/test_race_detection has shown the detector finding known races (and build/test_bank_conflicts
-# the bank-conflict count of `make bank-conflicts` right on known patterns). `make test` runs it all, so
+# after build/test_race_detection has shown the detector finding known races (and build/test_memory_requests
+# the costs `make memory-requests` reports right on known access patterns). `make test` runs it all, so
 # every kernel's indexing, barriers, races and bounds and the GPU programs' wiring are exercised on machines
 # without a GPU (about 6 minutes on two cores, the builds done).
 # nvcc may be a wrapper script (CI's /usr/local/bin/nvcc), so ask it where its toolkit is (TOP).
@@ -155,7 +155,7 @@ EMULATION := dev/cuda_emulation
 EMULATED := $(BUILD)/emulation
 EMULATION_FLAGS = -std=c++17 -O2 -fopenmp -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas -I$(CUDA_INCLUDE)
 EMULATED_SOURCES := $(wildcard layers/* attention/* data/*.h test/*.h test/test_gpu*.cu) test/test_race_detection.cu \
-  test/test_bank_conflicts.cu \
+  test/test_memory_requests.cu \
   train_gpt.cu eval_gpt.cu
 EMULATED_TESTS := $(GPU_TESTS:%.cu=%)
 
@@ -169,7 +169,7 @@ $(EMULATED)/runtime.o: $(EMULATION)/cuda_emulation_runtime.cpp $(EMULATION)/cuda
 $(EMULATED)/%.o: $(EMULATION)/%.cpp $(EMULATION)/cuda_emulation.h
 	@mkdir -p $(@D)
 	$(CXX) $(EMULATION_FLAGS) -c $< -o $@
-EMULATION_RUNTIME := $(EMULATED)/runtime.o $(EMULATED)/race_detection.o $(EMULATED)/shared_memory_banks.o
+EMULATION_RUNTIME := $(EMULATED)/runtime.o $(EMULATED)/race_detection.o $(EMULATED)/memory_requests.o
 # $(EMULATED)/VARIANT/X.o from the preprocessed X.cu, VARIANT one of bf16, fp32 and, for race detection
 # (dev/cuda_emulation/race_detection.cpp), racecheck and racecheck_fp32: every memory access instrumented
 # by -fsanitize=thread, whose calls the emulator implements itself (no libtsan), -g for the source lines
@@ -195,7 +195,7 @@ $(BUILD)/test_gpu_fp32_racecheck: $(EMULATION_RUNTIME) $(EMULATED_TESTS:%=$(EMUL
 	$(CXX) -fopenmp $^ -o $@
 $(BUILD)/test_race_detection: $(EMULATION_RUNTIME) $(EMULATED)/racecheck/test/test_race_detection.o
 	$(CXX) -fopenmp $^ -o $@
-$(BUILD)/test_bank_conflicts: $(EMULATION_RUNTIME) $(EMULATED)/racecheck/test/test_bank_conflicts.o
+$(BUILD)/test_memory_requests: $(EMULATION_RUNTIME) $(EMULATED)/racecheck/test/test_memory_requests.o
 	$(CXX) -fopenmp $^ -o $@
 $(BUILD)/train_gpt_emulated: $(EMULATION_RUNTIME) $(EMULATED)/bf16/train_gpt.o
 	$(CXX) -fopenmp $^ -o $@
@@ -207,7 +207,7 @@ emulate-check:
 	@if [ -z "$(CUDA_INCLUDE)" ]; then echo "CUDA headers not found (no nvcc): skipping the emulated GPU tests"; else \
 	  $(MAKE) $(BUILD)/test_gpu_emulated $(BUILD)/test_gpu_fp32_emulated $(BUILD)/train_gpt_emulated \
 	    $(BUILD)/eval_gpt_emulated $(BUILD)/train_gpt_cpu $(BUILD)/eval_gpt $(BUILD)/test_race_detection \
-	    $(BUILD)/test_bank_conflicts $(BUILD)/test_gpu_racecheck $(BUILD)/test_gpu_fp32_racecheck || exit 1; status=0; \
+	    $(BUILD)/test_memory_requests $(BUILD)/test_gpu_racecheck $(BUILD)/test_gpu_fp32_racecheck || exit 1; status=0; \
 	  ./$(BUILD)/test_gpu_emulated --small || status=1; ./$(BUILD)/test_gpu_fp32_emulated --small || status=1; \
 	  echo "again with each block's threads in reverse order (a missing barrier then changes results):"; \
 	  if CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_gpu_emulated --small > $(BUILD)/emulated_reverse.log 2>&1; \
@@ -216,22 +216,23 @@ emulate-check:
 	  echo "of the GPU tests (bf16 and fp32 at once: each runs its blocks one at a time):"; \
 	  { ./$(BUILD)/test_race_detection && CUDA_EMULATION_ORDER=reverse ./$(BUILD)/test_race_detection; } \
 	    > $(BUILD)/race_detection.log 2>&1; detector=$$?; \
-	  ./$(BUILD)/test_bank_conflicts > $(BUILD)/bank_conflicts.log 2>&1; banks=$$?; \
+	  ./$(BUILD)/test_memory_requests > $(BUILD)/memory_requests_test.log 2>&1; requests=$$?; \
 	  ./$(BUILD)/test_gpu_racecheck --small > $(BUILD)/racecheck_bf16.log 2>&1 & \
 	  ./$(BUILD)/test_gpu_fp32_racecheck --small > $(BUILD)/racecheck_fp32.log 2>&1; fp32=$$?; wait $$!; bf16=$$?; \
-	  for result in "$$detector race_detection" "$$banks bank_conflicts" "$$bf16 racecheck_bf16" "$$fp32 racecheck_fp32"; do \
+	  for result in "$$detector race_detection" "$$requests memory_requests_test" "$$bf16 racecheck_bf16" "$$fp32 racecheck_fp32"; do \
 	    set -- $$result; if [ $$1 = 0 ]; then echo "$$2: $$(tail -1 $(BUILD)/$$2.log)"; \
 	    else cat $(BUILD)/$$2.log; status=1; fi; done; \
 	  bash test/test_emulated_programs.sh $(BUILD) || status=1; \
 	  exit $$status; fi
 
-# Shared-memory bank conflicts per source line of every kernel the GPU tests' small shapes run, counted in
-# CPU emulation (dev/cuda_emulation/shared_memory_banks.cpp; about four minutes on two cores).
-.PHONY: bank-conflicts
-bank-conflicts: $(BUILD)/test_gpu_racecheck
-	@CUDA_EMULATION_BANKS=1 ./$(BUILD)/test_gpu_racecheck --small > $(BUILD)/bank_conflicts_report.log 2>&1 || \
-	  { cat $(BUILD)/bank_conflicts_report.log; exit 1; }
-	@sed -n '/^shared-memory bank conflicts/,$$p' $(BUILD)/bank_conflicts_report.log
+# What the memory requests of every kernel the GPU tests' small shapes run would cost a GPU, per source
+# line: shared-memory bank conflicts and device-memory sectors, counted in CPU emulation
+# (dev/cuda_emulation/memory_requests.cpp; about four minutes on two cores).
+.PHONY: memory-requests
+memory-requests: $(BUILD)/test_gpu_racecheck
+	@CUDA_EMULATION_REQUESTS=1 ./$(BUILD)/test_gpu_racecheck --small > $(BUILD)/memory_requests.log 2>&1 || \
+	  { cat $(BUILD)/memory_requests.log; exit 1; }
+	@sed -n '/^memory requests of the kernels/,$$p' $(BUILD)/memory_requests.log
 
 # ---- commands -----------------------------------------------------------------------------------
 # The GPU trainer when nvcc is installed and a GPU answers nvidia-smi, else the CPU reference trainer.

@@ -42,7 +42,7 @@
 //                          16x16x16, fp32 accumulation; plain FMA in the fp32 build) with the output
 //                          accumulator in shared memory; the element work (mask, bias, exp, cut) with
 //                          FLASH_THREADS / TILE threads per query row, the row's maximum and sum in their
-//                          registers. Writes out and the row state (M_t, L_t).
+//                          registers. Writes out (whole rows, from the accumulator) and the row state.
 //   flash_query_kernel     one block per (query tile, b, h): delta_t (saved for the key kernel), the
 //                          tile's dtau term, then per key tile S, G = dO V^T, dS, dQ += dS K, and the
 //                          bias gradient: one thread per diagonal of the dS tile adds it, rows in order,
@@ -129,7 +129,7 @@ struct ColumnOrder {
 // past a multiple of 32, so rows r and r + 8 share banks. With 4 threads a row a warp covers 8 rows, each
 // in 4 banks of its own; with 2 threads, 16 rows, and rows 8-15 of those start one step later than rows
 // 0-7, which puts them in the other half of each 4-bank group (two-way conflicts in every element loop
-// before; the emulator's count, `make bank-conflicts`).
+// before; the emulator's count, `make memory-requests`).
 template <int TILE>
 struct RowSlice {
     static constexpr int ROW_THREADS = FLASH_THREADS / TILE;
@@ -284,6 +284,11 @@ struct alignas(16) HeadChunk {
     floatX x[8];
 };
 
+// Two consecutive channels of a head vector, moved as one word (4 bytes in bf16).
+struct alignas(2 * sizeof(floatX)) ChannelPair {
+    floatX x, y;
+};
+
 // Rows [first_row, first_row + TILE) of one head's vectors into a tile, zeros past row T; rotated by
 // R_t when cos_sin is given. head points at the head's vector of position 0, rows row_stride apart
 // (16-byte aligned, as flash_arguments checks). One chunk of 8 channels per thread at a time.
@@ -307,25 +312,32 @@ __device__ void load_head_tile(floatX* tile, const floatX* head, size_t row_stri
     }
 }
 
-// grad rows [first_row, first_row + TILE) += scale * acc, for rows < T, through R_t^T when cos_sin is
-// given (the gradient of the unrotated vector). Reads acc, which must be ready.
+// Rows [first_row, first_row + TILE) of a head (rows row_stride apart) = scale * acc, or += with
+// accumulate, for rows < T; through R_t^T when cos_sin is given (the gradient of the unrotated vector).
+// Reads acc, which must be ready (8-byte aligned rows). Two channels per thread, a warp's 32 threads on
+// consecutive ones: a whole row of 64 channels per request, from shared and to device memory alike.
 template <int HS, int TILE>
-__device__ void add_head_tile(floatX* grad, size_t row_stride, const float* acc, float scale, int first_row, int T,
-                              const float2* cos_sin) {
+__device__ void write_head_tile(floatX* head, size_t row_stride, const float* acc, float scale, int first_row, int T,
+                                const float2* cos_sin, bool accumulate) {
     constexpr int PAIRS = HS / 2, PITCH = FlashTiles<HS>::ACC_PITCH;
     for (int e = threadIdx.x; e < TILE * PAIRS; e += FLASH_THREADS) {
         const int r = e / PAIRS, m = e % PAIRS, t = first_row + r;
         if (t >= T) continue;
-        float d0 = scale * acc[r * PITCH + 2 * m], d1 = scale * acc[r * PITCH + 2 * m + 1];
+        const float2 sums = *reinterpret_cast<const float2*>(acc + r * PITCH + 2 * m);  // one 8-byte load
+        float d0 = scale * sums.x, d1 = scale * sums.y;
         if (cos_sin != nullptr) {
             const float2 angle = cos_sin[size_t(t) * PAIRS + m];
             const float y0 = flash::rotated_first(d0, d1, angle.x, -angle.y);
             d1 = flash::rotated_second(d0, d1, angle.x, -angle.y);
             d0 = y0;
         }
-        floatX* g = grad + t * row_stride + 2 * m;
-        g[0] = floatX(float(g[0]) + d0);
-        g[1] = floatX(float(g[1]) + d1);
+        ChannelPair* pair_out = reinterpret_cast<ChannelPair*>(head + t * row_stride + 2 * m);
+        if (accumulate) {
+            const ChannelPair before = *pair_out;
+            d0 += float(before.x);
+            d1 += float(before.y);
+        }
+        *pair_out = {floatX(d0), floatX(d1)};
     }
 }
 
@@ -339,7 +351,7 @@ struct FlashArguments {
     DeviceAttentionLayout L;
 };
 
-// Head (b, h) of the arguments, as every kernel reads it: tiles of its q, k, v (q and k rotated) and of dO,
+// Head (b, h) of the arguments, as every kernel reads it: tiles of its q, k, v (q and k rotated) and of o or dO,
 // and the final score of a dot product q~_t . k~_j (scale, causal mask, distance bias).
 template <int HS, int TILE>
 struct FlashHead {
@@ -363,8 +375,9 @@ struct FlashHead {
     __device__ void load_values(floatX* tile, int k0) const {
         load_head_tile<HS, TILE>(tile, args.qkv + args.L.v(b, 0, h), qkv_stride, k0, args.L.T, nullptr);
     }
-    __device__ void load_output_gradients(floatX* tile, const floatX* dout, int q0) const {
-        load_head_tile<HS, TILE>(tile, dout + args.L.out(b, 0, h), args.L.C, q0, args.L.T, nullptr);
+    // rows of a [B, T, C] array: the output, or its gradient
+    __device__ void load_output_rows(floatX* tile, const floatX* array, int q0) const {
+        load_head_tile<HS, TILE>(tile, array + args.L.out(b, 0, h), args.L.C, q0, args.L.T, nullptr);
     }
     __device__ float score(float dot, int t, int j) const {
         return flash::masked_score(dot, scale, t, j, args.L.T, bias_h, args.cfg.bias_window);
@@ -464,11 +477,12 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     }
     __syncthreads();  // o_acc complete
 
-    if (t >= L.T) return;
-    floatX* o = out + L.out(head.b, t, head.h);
-    for (const int d : slice.columns(HS))
-        o[d] = floatX(ELASTIC ? o_row[d] : o_row[d] / running_sum);
-    if (slice.first == 0) {
+    // out = O / L for softmax (Elastic's weights are not renormalised), written by whole rows
+    if constexpr (!ELASTIC)
+        for (const int d : slice.columns(HS)) o_row[d] /= running_sum;
+    __syncthreads();
+    write_head_tile<HS, TILE>(out + L.out(head.b, 0, head.h), L.C, o_acc, 1.0f, q0, L.T, nullptr, false);
+    if (t < L.T && slice.first == 0) {
         row_state[2 * (size_t(bh) * L.T + t)] = running_max;
         row_state[2 * (size_t(bh) * L.T + t) + 1] = running_sum;
     }
@@ -536,7 +550,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     const float* g_row = grads + slice.row * Tiles::SCORE_PITCH;
 
     head.load_queries(q_tile, q0);
-    head.load_output_gradients(dout_tile, dout, q0);
+    head.load_output_rows(dout_tile, dout, q0);
     for (int e = threadIdx.x; e < TILE * Tiles::ACC_PITCH; e += FLASH_THREADS) dq_acc[e] = 0.0f;
     for (int r = threadIdx.x; r < distances; r += FLASH_THREADS) dbias_block[r] = 0.0f;
     BackwardRow row(row_state, bh, t, L.T, elastic_tau(args.cfg, args.theta, h));
@@ -573,11 +587,13 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         passed = row_sum<Slice::ROW_THREADS>(passed);
         const float dtau = block_sum(slice.first == 0 && t < L.T ? -passed / float(t + 1) : 0.0f);
         if (threadIdx.x == 0) dtau_partials[(size_t(b) * query_tiles + query_tile) * L.NH + h] = dtau;
-    } else if (t < L.T) {  // delta_t = dO_t . o_t
-        float delta = 0.0f;
-        for (const int d : slice.columns(HS))
-            delta += float(dout[L.out(b, t, h) + d]) * float(out[L.out(b, t, h) + d]);
-        row.delta = delta;
+    } else {  // delta_t = dO_t . o_t, the tile's rows of o in k_tile until the first key tile needs it
+        head.load_output_rows(k_tile, out, q0);
+        __syncthreads();
+        const floatX* dout_row = dout_tile + slice.row * Tiles::HEAD_PITCH;
+        const floatX* out_row = k_tile + slice.row * Tiles::HEAD_PITCH;
+        for (const int d : slice.columns(HS)) row.delta += float(dout_row[d]) * float(out_row[d]);
+        __syncthreads();  // before the keys overwrite k_tile
     }
     if constexpr (!ELASTIC) row.delta = row_sum<Slice::ROW_THREADS>(row.delta);
     if (t < L.T && slice.first == 0) delta_rows[size_t(bh) * L.T + t] = row.delta;
@@ -603,7 +619,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
                                                          Tiles::HEAD_PITCH, true);
     }
 
-    add_head_tile<HS, TILE>(dqkv + L.q(b, 0, h), head.qkv_stride, dq_acc, head.scale, q0, L.T, args.cos_sin);
+    write_head_tile<HS, TILE>(dqkv + L.q(b, 0, h), head.qkv_stride, dq_acc, head.scale, q0, L.T, args.cos_sin, true);
     float* partial = bias_partials + ((size_t(b) * query_tiles + query_tile) * L.NH + h) * W;
     for (int r = threadIdx.x; r < W; r += FLASH_THREADS) partial[r] = r < distances ? dbias_block[r] : 0.0f;
 }
@@ -645,7 +661,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     for (int query_tile = key_tile; query_tile < query_tiles; query_tile++) {
         const int q0 = query_tile * TILE, t = q0 + slice.row;
         head.load_queries(q_tile, q0);
-        head.load_output_gradients(dout_tile, dout, q0);
+        head.load_output_rows(dout_tile, dout, q0);
         BackwardRow row(row_state, bh, t, L.T, tau);
         if (t < L.T) row.delta = delta_rows[size_t(bh) * L.T + t];
         __syncthreads();
@@ -677,9 +693,9 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     dv.store(dv_tile, Tiles::ACC_PITCH);
     dk.store(dk_tile, Tiles::ACC_PITCH);
     __syncthreads();
-    add_head_tile<HS, TILE>(dqkv + L.v(head.b, 0, head.h), head.qkv_stride, dv_tile, 1.0f, k0, L.T, nullptr);
-    add_head_tile<HS, TILE>(dqkv + L.k(head.b, 0, head.h), head.qkv_stride, dk_tile, head.scale, k0, L.T,
-                            args.cos_sin);
+    write_head_tile<HS, TILE>(dqkv + L.v(head.b, 0, head.h), head.qkv_stride, dv_tile, 1.0f, k0, L.T, nullptr, true);
+    write_head_tile<HS, TILE>(dqkv + L.k(head.b, 0, head.h), head.qkv_stride, dk_tile, head.scale, k0, L.T,
+                              args.cos_sin, true);
 }
 
 // ---- the interface --------------------------------------------------------------------------------
@@ -772,6 +788,7 @@ void flash_backward_launch(floatX* dqkv, floatX* dtheta, floatX* dbias, const fl
 inline void flash_attention_forward(const AttentionConfig& cfg, floatX* out, float* row_state, const floatX* qkv,
                                     const floatX* theta, const floatX* bias, int B, int T, int C, int NH,
                                     cudaStream_t stream) {
+    check(reinterpret_cast<uintptr_t>(out) % 16 == 0, "flash attention: out must be 16-byte aligned");
     float* unused = nullptr;
     const FlashArguments args = flash_arguments(cfg, qkv, theta, bias, B, T, C, NH, 0, &unused, stream);
     const bool elastic = cfg.kind == AttentionKind::elastic;
@@ -790,7 +807,8 @@ inline void flash_attention_backward(const AttentionConfig& cfg, floatX* dqkv, f
                                      cudaStream_t stream) {
     check(cfg.kind != AttentionKind::elastic || dtheta != nullptr, "attention: elastic needs dtheta");
     check(cfg.bias_window == 0 || dbias != nullptr, "attention: a bias window needs dbias");
-    check(reinterpret_cast<uintptr_t>(dout) % 16 == 0, "flash attention: dout must be 16-byte aligned");
+    check(reinterpret_cast<uintptr_t>(dout) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0,
+          "flash attention: dout and out must be 16-byte aligned");
     const int smallest_tile = 32;  // the most query tiles any head size uses
     const size_t extra = size_t(B) * NH * T + size_t(B) * ceil_div(T, smallest_tile) * NH * (cfg.bias_window + 1);
     float* scratch = nullptr;

@@ -41,8 +41,8 @@
 //    or whole-warp __syncwarp between them; different blocks of one launch), one a write, fail the launch
 //    with both source lines, as does a read of shared memory the block has not written (race_detection.cpp;
 //    on a GPU, compute-sanitizer's racecheck in `make gpu-check` covers shared memory); from the same
-//    record, with CUDA_EMULATION_BANKS set, the shared-memory bank conflicts per source line at exit
-//    (shared_memory_banks.cpp, `make bank-conflicts`). Without it, fibers
+//    record, with CUDA_EMULATION_REQUESTS set, the cost of the memory requests per source line at exit:
+//    bank conflicts, uncoalesced sectors (memory_requests.cpp, `make memory-requests`). Without it, fibers
 //    switch only at barriers and shuffles, so between two barriers a thread sees the writes of every thread
 //    that ran before it, and a missing __syncthreads shows only when a read comes first (poison) or when
 //    results change with the order: CUDA_EMULATION_ORDER=reverse or random runs the threads in that order
@@ -124,21 +124,25 @@ void collective_access(const void* address, size_t bytes, bool write, const void
 std::string source_of(uint32_t code);
 }  // namespace race_detection
 
-// Shared-memory bank conflicts (shared_memory_banks.cpp), counted from the accesses the race detector
-// sees when enabled: with CUDA_EMULATION_BANKS set, reported per source line at exit.
-namespace shared_memory_banks {
+// What the kernels' memory requests would cost a GPU (memory_requests.cpp): shared-memory bank conflicts
+// and device-memory sectors, from the accesses the race detector sees, when enabled (CUDA_EMULATION_REQUESTS
+// set: reported per source line at exit).
+namespace memory_requests {
 extern bool enabled;
 void block_started();
 void barrier_released();
-// An access by thread (threadIdx as one number) with instruction code to bytes at offset into shared
-// array region (the arrays of the block numbered as the race detector numbers them).
-void record(int thread, uint32_t code, size_t region, size_t offset, size_t bytes, bool write);
+// An access by thread (threadIdx as one number) with instruction code: to bytes at offset into shared
+// array `array` (numbered as the race detector numbers the block's arrays), or to device memory in the
+// buffer that starts at `buffer`.
+void record_shared(int thread, uint32_t code, size_t array, size_t offset, size_t bytes, bool write);
+void record_device(int thread, uint32_t code, const void* buffer, const void* address, size_t bytes, bool write);
 struct Totals {
-    uint64_t requests, wavefronts, ideal_wavefronts;
+    uint64_t shared_requests, wavefronts, ideal_wavefronts;
+    uint64_t device_requests, sectors, ideal_sectors;
 };
-// Warp requests so far and the wavefronts they took, against the fewest they could have (every block run).
+// So far (every block run): warp requests and their cost, against the least they could cost.
 Totals totals();
-}  // namespace shared_memory_banks
+}  // namespace memory_requests
 
 void syncthreads(const char* file, int line);
 enum class Vote { any, all, count };

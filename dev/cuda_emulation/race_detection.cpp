@@ -212,15 +212,18 @@ void access(const void* address, size_t bytes, bool write, const void* code, boo
                      uint32_t(reinterpret_cast<uintptr_t>(code) - 1 - block.executable_base)};
     const unsigned char* p = static_cast<const unsigned char*>(address);
     if (const SharedRegion* region = shared_region(block, p, bytes)) {
-        if (shared_memory_banks::enabled && !collective)
-            shared_memory_banks::record(thread, now.code, size_t(region - block.regions.data()),
-                                        size_t(p - region->begin), bytes, write);
+        if (memory_requests::enabled && !collective)
+            memory_requests::record_shared(thread, now.code, size_t(region - block.regions.data()),
+                                           size_t(p - region->begin), bytes, write);
         for (size_t offset = size_t(p - region->begin), end = offset + bytes; offset < end; offset++)
             check_byte(region->records[offset], now, write, false, [&] {
                 return "byte " + std::to_string(offset) +
                        (region->dynamic ? " of the dynamic shared memory" : " of a __shared__ variable");
             });
     } else if (DeviceRecords* buffer = device_buffer_records(block, p, bytes)) {
+        if (memory_requests::enabled && !collective)
+            memory_requests::record_device(thread, now.code, reinterpret_cast<const void*>(buffer->begin), p, bytes,
+                                           write);
         for (size_t offset = size_t(reinterpret_cast<uintptr_t>(p) - buffer->begin), end = offset + bytes;
              offset < end; offset++)
             check_byte(buffer->at(offset), now, write, true, [&] {
@@ -274,12 +277,12 @@ void start_block(const unsigned char* dynamic_shared, size_t bytes, int warps) {
     block.warp_syncs.assign(size_t(warps), 0);
     if (block.dynamic_records.size() < bytes) block.dynamic_records.resize(bytes);
     block.regions.assign(1, SharedRegion{dynamic_shared, bytes, block.dynamic_records.data(), true});
-    if (shared_memory_banks::enabled) shared_memory_banks::block_started();
+    if (memory_requests::enabled) memory_requests::block_started();
 }
 
 void barrier_released() {
     running_block->interval++;
-    if (shared_memory_banks::enabled) shared_memory_banks::barrier_released();
+    if (memory_requests::enabled) memory_requests::barrier_released();
 }
 
 void warp_synchronized(int warp) { running_block->warp_syncs[size_t(warp)]++; }
