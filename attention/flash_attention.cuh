@@ -95,7 +95,6 @@ struct FlashTiles {
     static constexpr size_t QUERY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + WEIGHT_BYTES + ACC_BYTES;
     // k, v, q, dO tiles, scores, g, a, dS (dk and dv stay in registers)
     static constexpr size_t KEY_BYTES = 4 * HEAD_BYTES + 2 * SCORE_BYTES + 2 * WEIGHT_BYTES;
-
 };
 
 // Hands out consecutive pieces of the dynamic shared memory, each a multiple of 128 bytes.
