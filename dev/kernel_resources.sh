@@ -37,7 +37,7 @@ if [ $only_spills = 1 ]; then
     if [ -z "$spilling" ]; then
         echo "kernel resources: no kernel spills registers, on any architecture (the table: make kernel-resources)"
     else
-        X
+        echo "kernel resources: registers spill in $(wc -l <<<"$spilling") kernels: $(paste -sd';' <<<"$spilling")"
     fi
     exit 0
 fi
@@ -53,8 +53,10 @@ awk -F'\t' -v archs="$archs" '
         printf "  static smem\n"
         for (i = 1; i <= n; i++) {
             printf "%-52s", substr(order[i], 1, 52)
-            for (a = 1; a <= n_arch; a++)
-                printf "  %11s  %5s  %5s", registers[order[i], arch[a]], spills[order[i], arch[a]], stack[order[i], arch[a]]
+            for (a = 1; a <= n_arch; a++) {
+                key = order[i] SUBSEP arch[a]
+                printf "  %11s  %5s  %5s", registers[key], spills[key], stack[key]
+            }
             printf "  %11s\n", smem[order[i]]
         }
     }' <<<"$table"

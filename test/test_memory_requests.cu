@@ -97,8 +97,8 @@ void expect(const char* name, unsigned long long extra_wavefronts, unsigned long
     const unsigned long long sectors = (after.sectors - before.sectors) - (after.ideal_sectors - before.ideal_sectors);
     const unsigned long long warps = THREADS / 32;
     const bool ok = error == cudaSuccess && wavefronts == extra_wavefronts * warps && sectors == extra_sectors * warps;
-    std::printf("%s %s: %llu extra wavefronts, %llu extra sectors (expected %llu, %llu)%s\n", ok ? "ok" : "FAILED", name,
-                wavefronts, sectors, extra_wavefronts * warps, extra_sectors * warps,
+    std::printf("%s %s: %llu extra wavefronts, %llu extra sectors (expected %llu, %llu)%s\n", ok ? "ok" : "FAILED",
+                name, wavefronts, sectors, extra_wavefronts * warps, extra_sectors * warps,
                 error == cudaSuccess ? "" : ", the launch failed");
     (ok ? passes : failures)++;
 }
@@ -126,7 +126,8 @@ int main() {
     cudaMemset(in, 0, 8 * THREADS * sizeof(float) + 64);
     expect("device: consecutive floats", 0, 0, [&](float* out) { device_strided_read<<<1, THREADS>>>(out, in, 1, 0); });
     expect("device: floats 2 apart", 0, 4, [&](float* out) { device_strided_read<<<1, THREADS>>>(out, in, 2, 0); });
-    expect("device: one float per sector", 0, 28, [&](float* out) { device_strided_read<<<1, THREADS>>>(out, in, 8, 0); });
+    expect("device: one float per sector", 0, 28,
+           [&](float* out) { device_strided_read<<<1, THREADS>>>(out, in, 8, 0); });
     expect("device: consecutive floats from one past a sector", 0, 1,
            [&](float* out) { device_strided_read<<<1, THREADS>>>(out, in, 1, 1); });
     expect("device: consecutive bf16", 0, 0,

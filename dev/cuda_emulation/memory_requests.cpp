@@ -52,8 +52,8 @@ struct LaneAccess {
 };
 struct Request {
     uint32_t code = 0;
-    bool device = false;
     std::vector<LaneAccess> lanes;
+    bool device() const { return lanes[0].region == DEVICE; }
 };
 struct Counts {
     uint64_t requests = 0, cost = 0, ideal = 0;  // cost: wavefronts (shared) or sectors (device)
@@ -107,22 +107,11 @@ Counts device_cost(const Request& request) {
     return {1, sectors.size(), (bytes.size() + 31) / 32};
 }
 
-void cost_block() {
-    for (const auto& [key, request] : block_requests) {
-        const Counts counts = request.device ? device_cost(request) : shared_cost(request);
-        by_code[uint64_t(request.code) << 1 | request.device].add(counts);
-        all[request.device].add(counts);
-    }
-    block_requests.clear();
-    executions.clear();
-}
-
 // A thread's accesses to each shared array and device buffer are held back while each continues the one
-// before (same direction, the next bytes): nvcc makes one 4-, 8- or 16-byte access of a bf16 pair, a float2, a float4
-// or a 16-byte struct where g++ makes several (and may put a copy's stores between its loads), so such a
-// run that fills an aligned 4, 8 or 16 bytes counts as one access.
+// before (same direction, the next bytes): nvcc makes one 4-, 8- or 16-byte access of a bf16 pair, a
+// float2, a float4 or a 16-byte struct where g++ makes several (and may put a copy's stores between its
+// loads), so such a run that fills an aligned 4, 8 or 16 bytes counts as one access.
 struct Pending {
-    uint32_t region = 0;
     uint64_t offset = 0;
     uint32_t bytes = 0;
     bool write = false;
@@ -141,18 +130,21 @@ void add(int thread, uint32_t code, const LaneAccess& access) {
         Request& request =
             block_requests[uint64_t(code) << 32 | uint64_t(device) << 31 | uint64_t(thread / 32) << 26 | n++];
         request.code = code;
-        request.device = device;
-        request.lanes.push_back({access.lane, access.region, access.offset + piece, std::min(16u, access.bytes - piece)});
+        request.lanes.push_back(
+            {access.lane, access.region, access.offset + piece, std::min(16u, access.bytes - piece)});
     }
 }
 
 void complete(int thread, Pending& pending) {
-    const bool vector = pending.parts.size() > 1 && (pending.bytes == 4 || pending.bytes == 8 || pending.bytes == 16) &&
-                        pending.offset % pending.bytes == 0;
-    if (vector)
-        add(thread, pending.parts[0].first, {pending.parts[0].second.lane, pending.region, pending.offset, pending.bytes});
-    else
+    const uint32_t bytes = pending.bytes;
+    const bool vector = pending.parts.size() > 1 && (bytes == 4 || bytes == 8 || bytes == 16) &&
+                        pending.offset % bytes == 0;
+    if (vector) {
+        const auto& [code, first] = pending.parts[0];
+        add(thread, code, {first.lane, first.region, pending.offset, bytes});
+    } else {
         for (const auto& [code, access] : pending.parts) add(thread, code, access);
+    }
     pending.parts.clear();
 }
 
@@ -160,6 +152,18 @@ void complete(int thread, Pending& pending) {
 void end_interval() {
     for (auto& [key, pending] : pending_accesses) complete(int(key >> 54), pending);
     pending_accesses.clear();
+}
+
+// The block's requests, its held-back accesses first, into the counts.
+void cost_block() {
+    end_interval();
+    for (const auto& [key, request] : block_requests) {
+        const Counts counts = request.device() ? device_cost(request) : shared_cost(request);
+        by_code[uint64_t(request.code) << 1 | request.device()].add(counts);
+        all[request.device()].add(counts);
+    }
+    block_requests.clear();
+    executions.clear();
 }
 
 // One space's total, then its source lines that cost more than the ideal (one line may hold several
@@ -193,7 +197,6 @@ void print_space(bool device) {
 }
 
 void print_report() {
-    end_interval();
     cost_block();
     std::fprintf(stderr, "\nmemory requests of the kernels (wmma loads and stores, cuBLASLt and NCCL not counted):");
     print_space(false);
@@ -207,7 +210,7 @@ void record(int thread, uint32_t code, uint64_t array, uint32_t region, uint64_t
                          pending.bytes + bytes <= 16;
     if (!extends) {
         complete(thread, pending);
-        pending = Pending{region, offset, 0, write, {}};
+        pending = Pending{offset, 0, write, {}};
     }
     pending.bytes += uint32_t(bytes);
     pending.parts.emplace_back(code, access);
@@ -223,10 +226,7 @@ bool report_at_exit_when_asked() {
 
 bool enabled = report_at_exit_when_asked();
 
-void block_started() {
-    end_interval();
-    cost_block();
-}
+void block_started() { cost_block(); }
 
 void barrier_released() { end_interval(); }
 
@@ -240,7 +240,6 @@ void record_device(int thread, uint32_t code, const void* buffer, const void* ad
 }
 
 Totals totals() {
-    end_interval();
     cost_block();
     return {all[0].requests, all[0].cost, all[0].ideal, all[1].requests, all[1].cost, all[1].ideal};
 }
