@@ -283,6 +283,12 @@ struct alignas(16) HeadChunk {
     floatX x[8];
 };
 
+// The (cos, sin) of a HeadChunk's four channel pairs, 32 bytes of the RoPE table moved as two 16-byte
+// words rather than four 8-byte ones.
+struct alignas(16) ChunkAngles {
+    float2 pair[4];
+};
+
 // Two consecutive channels of a head vector, moved as one word (4 bytes in bf16).
 struct alignas(2 * sizeof(floatX)) ChannelPair {
     floatX x, y;
@@ -300,11 +306,15 @@ __device__ void load_head_tile(floatX* tile, const floatX* head, size_t row_stri
         HeadChunk chunk = {};
         if (t < T) {
             chunk = *reinterpret_cast<const HeadChunk*>(head + t * row_stride + first);
-            for (int pair = 0; pair < 4 && cos_sin != nullptr; pair++) {
-                const float x0 = float(chunk.x[2 * pair]), x1 = float(chunk.x[2 * pair + 1]);
-                const float2 angle = cos_sin[size_t(t) * (HS / 2) + first / 2 + pair];
-                chunk.x[2 * pair] = floatX(flash::rotated_first(x0, x1, angle.x, angle.y));
-                chunk.x[2 * pair + 1] = floatX(flash::rotated_second(x0, x1, angle.x, angle.y));
+            if (cos_sin != nullptr) {
+                const size_t pair0 = size_t(t) * (HS / 2) + first / 2;
+                const ChunkAngles angles = *reinterpret_cast<const ChunkAngles*>(cos_sin + pair0);
+                for (int pair = 0; pair < 4; pair++) {
+                    const float x0 = float(chunk.x[2 * pair]), x1 = float(chunk.x[2 * pair + 1]);
+                    const float2 angle = angles.pair[pair];
+                    chunk.x[2 * pair] = floatX(flash::rotated_first(x0, x1, angle.x, angle.y));
+                    chunk.x[2 * pair + 1] = floatX(flash::rotated_second(x0, x1, angle.x, angle.y));
+                }
             }
         }
         *reinterpret_cast<HeadChunk*>(tile + r * PITCH + first) = chunk;
@@ -606,12 +616,18 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
         }
         __syncthreads();
         // db_h[r] += dS along the diagonal r = t - j of the tile: the tile's row - column runs over
-        // [-(TILE - 1), TILE - 1], one thread per diagonal, rows in order
+        // [-(TILE - 1), TILE - 1], one thread per diagonal, rows in order. Every thread loads from every row
+        // (a clamped column where its diagonal is outside the tile, not added), so that a warp's loads of
+        // one row are adjacent words: starting each diagonal at its own first row put a warp's lanes on
+        // rows one pitch apart, four-way bank conflicts (`make memory-requests`).
         const int diagonal = int(threadIdx.x) - (TILE - 1), r = q0 - k0 + diagonal;
         if (diagonal < TILE && r >= 0 && r < distances) {
             float sum = 0.0f;
-            for (int row_in_tile = max(diagonal, 0); row_in_tile < TILE && row_in_tile - diagonal < TILE; row_in_tile++)
-                sum += scores[row_in_tile * Tiles::SCORE_PITCH + row_in_tile - diagonal];
+            for (int row_in_tile = 0; row_in_tile < TILE; row_in_tile++) {
+                const int column = row_in_tile - diagonal;
+                const float ds = scores[row_in_tile * Tiles::SCORE_PITCH + min(max(column, 0), TILE - 1)];
+                if (column >= 0 && column < TILE) sum += ds;
+            }
             dbias_block[r] += sum;
         }
         tile_product<TILE, HS, TILE, RowMajor, RowMajor>(dq_acc, Tiles::ACC_PITCH, dscores, Tiles::WEIGHT_PITCH, k_tile,
