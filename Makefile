@@ -249,6 +249,7 @@ test: test-deps
 	bash test/test_cli.sh $(BUILD)
 	bash test/test_plot.sh
 	bash test/test_kernel_resources.sh
+	bash test/test_gpu_check.sh
 	$(if $(NVCC),./$(BUILD)/test_gpu,@echo "nvcc not found: skipping the GPU tests")
 	$(if $(NVCC),@bash dev/kernel_resources.sh --spills $(BUILD)/train_gpt.resources)
 	@$(MAKE) emulate-check

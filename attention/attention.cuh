@@ -20,8 +20,9 @@
 //                             order) and dtau (a block sum); parameter_gradients_kernel then adds the
 //                             batch's partials in order, one block per head.
 // Every output element has a single writer and every sum a fixed order: no atomics, deterministic.
-// The scores kernel ranks topk keys by counting, for each key, the keys that beat it: O(T) per key,
-// simple and exact, and slow for large T and k (the fused kernels do better).
+// The forward ranks topk keys by counting, for each key, the keys that beat it: O(T) per key and O(T^2)
+// per row, simple and exact, and the slow part of topk at long T (the fused kernels, which need no
+// materialised scores, serve softmax and elastic only).
 #pragma once
 #include "../layers/cuda_common.cuh"
 #include "attention.h"
