@@ -115,7 +115,7 @@ $(BUILD)/test_gpu: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 $(BUILD)/test_gpu_fp32: $(GPU_TESTS) test/gpu_check.h $(GPU_SOURCES)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) -DFOCUS_FP32 $(GPU_TESTS) -o $@ -lcublasLt -lcublas -L$(NCCL_LIB) -lnccl
-$(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu $(GPU_SOURCES)
+$(BUILD)/bench_gpu_layers: dev/bench_gpu_layers.cu dev/gpu_timing.cuh $(GPU_SOURCES)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -lcublasLt -lcublas
 
@@ -259,7 +259,7 @@ clean:
 
 # The NCCL bandwidth benchmark (dev/bench_allreduce.cu, which nvcc-check compiles in `make test`): on one
 # GPU build/bench_allreduce, on several scripts/launch_single_node.sh N build/bench_allreduce.
-$(BUILD)/bench_allreduce: dev/bench_allreduce.cu $(GPU_SOURCES) | deps
+$(BUILD)/bench_allreduce: dev/bench_allreduce.cu dev/gpu_timing.cuh $(GPU_SOURCES) | deps
 	@mkdir -p $(@D)
 	$(NVCC) $(NVCCFLAGS) $< -o $@ -L$(NCCL_LIB) -lnccl
 

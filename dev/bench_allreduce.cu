@@ -15,6 +15,7 @@
 
 #if __has_include(<nccl.h>)
 #include "../layers/distributed.cuh"
+#include "gpu_timing.cuh"
 
 using namespace focus;
 using namespace focus::gpu;
@@ -51,25 +52,6 @@ static size_t count_wrong_gather(Communicator& comm, const ShardLayout& shards, 
         for (size_t i = shards.begin(owner); i < shards.end(owner) && !wrong; i++) wrong += full[i] != float(owner);
     wrong += comm.mean_over_ranks(double(rank + 1), stream) != double(N + 1) / 2;
     return wrong;
-}
-
-// Mean milliseconds per call of run, over iterations after one warm-up.
-template <typename Run>
-static double time_ms(cudaStream_t stream, int iterations, Run run) {
-    run();
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    cudaEvent_t start, stop;
-    CUDA_CHECK(cudaEventCreate(&start));
-    CUDA_CHECK(cudaEventCreate(&stop));
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int i = 0; i < iterations; i++) run();
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    CUDA_CHECK(cudaEventDestroy(start));
-    CUDA_CHECK(cudaEventDestroy(stop));
-    return ms / iterations;
 }
 
 static int run(int argc, char** argv) {
@@ -124,15 +106,16 @@ static int run(int argc, char** argv) {
     const size_t zero_wrong = count_wrong(buffer, shards.padded_count(), average);
     const size_t gather_wrong = count_wrong_gather(comm, shards, stream);
 
-    const double all_reduce_ms = time_ms(stream, iterations, [&] {
+    const double all_reduce_ms = mean_ms_per_call(stream, 1, iterations, [&] {
         comm.reduce_gradients_async(buffer.data(), {{0, count}}, stream);
         comm.wait(stream);
     });
-    const double reduce_ms = time_ms(stream, iterations, [&] {
+    const double reduce_ms = mean_ms_per_call(stream, 1, iterations, [&] {
         comm.reduce_to_owners_async(buffer.data(), {{0, count}}, shards, stream);
         comm.wait(stream);
     });
-    const double all_gather_ms = time_ms(stream, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
+    const double all_gather_ms =
+        mean_ms_per_call(stream, 1, iterations, [&] { comm.all_gather_params(buffer.data(), shards, stream); });
     CUDA_CHECK(cudaStreamDestroy(stream));
 
     auto verdict = [](size_t wrong) { return wrong ? format("WRONG in %zu elements", wrong) : std::string("correct"); };

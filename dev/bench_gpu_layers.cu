@@ -6,7 +6,8 @@
 //    (the causal pairs j <= i, for every kind: the dense count, so a sparse kind's rate is effective;
 //    the forward is two products over them, q.k and p.v, the backward four; in the naive-vs-flash
 //    rows, the backward five, FlashAttention's convention).
-// Each kernel runs WARMUP times, then REPEATS times between two CUDA events, on random inputs.
+// Each kernel runs WARMUP times, then REPEATS times between two CUDA events (gpu_timing.cuh), on random
+// inputs.
 // encoder_backward includes its host part (grouping the positions by token, and the upload).
 // With no CUDA device it prints one "skipped" line and exits 0 (1 with --require-gpu).
 #include <cstdio>
@@ -23,6 +24,7 @@
 #include "../layers/gelu.cuh"
 #include "../layers/layernorm.cuh"
 #include "../layers/matmul.cuh"
+#include "gpu_timing.cuh"
 
 using namespace focus::gpu;
 using focus::format;
@@ -64,27 +66,10 @@ DeviceBuffer<T> zeros(size_t n) {
     return buffer;
 }
 
-// Milliseconds per call of launch.
-double time_ms(const std::function<void()>& launch) {
-    cudaEvent_t start, stop;
-    CUDA_CHECK(cudaEventCreate(&start));
-    CUDA_CHECK(cudaEventCreate(&stop));
-    for (int i = 0; i < WARMUP; i++) launch();
-    CUDA_CHECK(cudaEventRecord(start, stream));
-    for (int i = 0; i < REPEATS; i++) launch();
-    CUDA_CHECK(cudaEventRecord(stop, stream));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    CUDA_CHECK(cudaEventDestroy(start));
-    CUDA_CHECK(cudaEventDestroy(stop));
-    return ms / REPEATS;
-}
-
 // One table row: bytes for a memory-bound kernel, flops for a matmul (the other 0). Returns the ms.
 double row(const std::string& kernel, const std::string& shape, double bytes, double flops,
            const std::function<void()>& launch) {
-    const double ms = time_ms(launch);
+    const double ms = mean_ms_per_call(stream, WARMUP, REPEATS, launch);
     const std::string rate =
         bytes > 0 ? format("%8.0f GB/s", bytes / ms / 1e6) : format("%6.1f TFLOP/s", flops / ms / 1e9);
     std::printf("%-34s %-22s %9.3f %14s\n", kernel.c_str(), shape.c_str(), ms, rate.c_str());
