@@ -22,7 +22,7 @@
 // Every output element has a single writer and every sum a fixed order: no atomics, deterministic.
 // The forward ranks topk keys by counting, for each key, the keys that beat it: O(T) per key and O(T^2)
 // per row, simple and exact, and the slow part of topk at long T (the fused kernels, which need no
-// materialised scores, serve softmax and elastic only).
+// materialised scores, serve every kind but topk).
 #pragma once
 #include "../layers/cuda_common.cuh"
 #include "attention.h"
@@ -41,14 +41,6 @@ struct DeviceAttentionLayout {
     // row (b, h, t) of probs and of the scratch dS, numbered bh * T + t
     __device__ size_t row(int bh, int t) const { return (size_t(bh) * T + t) * T; }
 };
-
-// sparse.h's candidate_keys for one key: may row t see key j before scores are compared?
-__device__ inline bool is_candidate(const AttentionConfig& cfg, int t, int j) {
-    int local_start = 0;  // the first key of the contiguous range ending at t
-    if (cfg.kind == AttentionKind::window) local_start = max(0, t - cfg.k + 1);
-    if (cfg.kind == AttentionKind::block) local_start = t / cfg.k * cfg.k;
-    return j <= t && (j >= local_start || j < cfg.global_tokens);
-}
 
 // tau_h = |theta_h + 1| for elastic, 0 otherwise; the cut of row t is tau / (t + 1), in float always.
 __device__ inline float elastic_tau(const AttentionConfig& cfg, const floatX* theta, int h) {

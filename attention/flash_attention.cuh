@@ -1,11 +1,14 @@
-// flash_attention.cuh: fused, tiled ("flash") causal attention for softmax and Elastic-Softmax, forward
-// and backward, with RoPE and the per-distance bias inside the kernels and no T x T matrix anywhere:
+// flash_attention.cuh: fused, tiled ("flash") causal attention for softmax and Elastic-Softmax, and for
+// window and block attention (softmax over the keys sparse.h lets a row see), forward and backward, with
+// RoPE and the per-distance bias inside the kernels and no T x T matrix anywhere:
 // memory O(B NH T) beyond the inputs. The same interface as attention.cuh's attention_forward/backward
 // otherwise (layouts in attention.h), so the two are interchangeable for these kinds; the per-element
 // formulas are in flash_attention.h, shared with the CPU test of this scheme (test_attention.cpp).
 //
 // The math (ATTENTION_SPEC.md; t the 0-based query row, i = t + 1, c_t = tau_h / i, tau = 0 for softmax):
 //   s_tj = R_t q_t . R_j k_j / sqrt(hs) + b_h[t - j] (t - j < W), j <= t;  p_tj = exp(s_tj - M_t) / L_t
+//   (window and block: s_tj = -inf, p_tj = 0 for the keys row t does not see, as for j > t; a key tile
+//   that no row of a query tile sees is skipped by every loop, so they cost O(T k), not O(T^2))
 //   with M_t, L_t the row's maximum and sum of exp(s - M_t) (the "row state", saved for the backward).
 //   Both are kept rather than their log-sum-exp: exp(s - M) / L is softmax.h's formula, so a uniform row
 //   gets p = 1 / i exactly and, with tau = 1, elastic weights of exactly 0, as on the CPU.
@@ -55,7 +58,8 @@
 //                          order and applies dtheta = sign(theta + 1) dtau.
 // Every output element has one writer and every sum a fixed order (tile loops in order, fixed wmma
 // fragment owners, shuffle reductions of a fixed shape): no atomics, bit-identical results run to run.
-// Supported: softmax and elastic, learned or rope, any bias window, head sizes 32, 64 and 128, any T.
+// Supported: softmax, elastic, window and block (with global tokens), learned or rope, any bias window,
+// head sizes 32, 64 and 128, any T. Not topk: its keys depend on the whole row's scores.
 #pragma once
 #include <mma.h>
 
@@ -389,8 +393,11 @@ struct FlashHead {
         load_head_tile<HS, TILE>(tile, array + args.L.out(b, 0, h), args.L.C, q0, args.L.T, nullptr);
     }
     __device__ float score(float dot, int t, int j) const {
-        return flash::masked_score(dot, scale, t, j, args.L.T, bias_h, args.cfg.bias_window);
+        return flash::masked_score(dot, scale, t, j, args.L.T, args.cfg, bias_h);
     }
+    // Does any row of query tile q0 see a key of key tile k0? The loops over tiles skip those that none
+    // sees (window and block attention); the same answer for every thread.
+    __device__ bool sees(int q0, int k0) const { return flash::key_tile_visible(args.cfg, q0, k0, TILE); }
 };
 
 // out[r][c] = a_r . b_c for two [TILE, HS] head tiles in shared memory: S = Q K^T, or G = dO V^T.
@@ -449,6 +456,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     // the running maximum and sum (pass 1 of elastic; the whole forward of softmax)
     float running_max = -INFINITY, running_sum = 0.0f;
     for (int k0 = 0; k0 <= q0; k0 += TILE) {
+        if (!head.sees(q0, k0)) continue;
         scores_of_tile(k0, !ELASTIC);
         const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
         float tile_max = -INFINITY;
@@ -473,6 +481,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     if constexpr (ELASTIC) {  // pass 2: o = sum_j max(0, p - c) v_j with the row's final maximum and sum
         const float cut = flash::cut_of_row(elastic_tau(args.cfg, args.theta, head.h), t);
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
+            if (!head.sees(q0, k0)) continue;
             scores_of_tile(k0, true);
             const float* s_row = scores + slice.row * Tiles::SCORE_PITCH;
             bool any_weight = false;
@@ -583,6 +592,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     if constexpr (ELASTIC) {  // delta_t = sum_k m p g and the row's dtau term -(1/i) sum_k m g, over all its keys
         float delta = 0.0f, passed = 0.0f;
         for (int k0 = 0; k0 <= q0; k0 += TILE) {
+            if (!head.sees(q0, k0)) continue;
             if (grads_of_tile(probabilities_of_tile(k0))) {
                 for (const int c : slice.columns(TILE)) {
                     const float g = flash::passed_gradient(p_row[c], row.cut, g_row[c]);
@@ -608,6 +618,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
     if (t < L.T && slice.first == 0) delta_rows[size_t(bh) * L.T + t] = row.delta;
 
     for (int k0 = 0; k0 <= q0; k0 += TILE) {
+        if (!head.sees(q0, k0)) continue;
         const bool have_grads = grads_of_tile(probabilities_of_tile(k0));
         for (const int c : slice.columns(TILE)) {
             const float ds = flash::score_gradient(p_row[c], row.cut, have_grads ? g_row[c] : 0.0f, row.delta);
@@ -675,6 +686,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
 
     for (int query_tile = key_tile; query_tile < query_tiles; query_tile++) {
         const int q0 = query_tile * TILE, t = q0 + slice.row;
+        if (!head.sees(q0, k0)) continue;
         head.load_queries(q_tile, q0);
         head.load_output_rows(dout_tile, dout, q0);
         BackwardRow row(row_state, bh, t, L.T, tau);
@@ -716,8 +728,7 @@ static __global__ void __launch_bounds__(FLASH_THREADS, FLASH_MIN_BLOCKS)
 // ---- the interface --------------------------------------------------------------------------------
 
 inline bool flash_attention_supports(const AttentionConfig& cfg, int head_size) {
-    return (cfg.kind == AttentionKind::softmax || cfg.kind == AttentionKind::elastic) &&
-           (head_size == 32 || head_size == 64 || head_size == 128);
+    return cfg.kind != AttentionKind::topk && (head_size == 32 || head_size == 64 || head_size == 128);
 }
 
 // The row state the forward saves for the backward: (M_t, L_t) per row, [B, NH, T, 2].
@@ -743,8 +754,8 @@ inline FlashArguments flash_arguments(const AttentionConfig& cfg, const floatX* 
                                       float** extra, cudaStream_t stream) {
     const AttentionLayout L = check_attention_arguments(cfg, theta, bias, B, T, C, NH);
     check(flash_attention_supports(cfg, L.hs),
-          format("flash attention: %s with head size %d is not supported (softmax or elastic, head size 32, 64 "
-                 "or 128)",
+          format("flash attention: %s with head size %d is not supported (softmax, elastic, window or block, "
+                 "head size 32, 64 or 128)",
                  to_string(cfg.kind), L.hs));
     check(reinterpret_cast<uintptr_t>(qkv) % 16 == 0, "flash attention: qkv must be 16-byte aligned");
     const bool rope = cfg.position == PositionKind::rope;

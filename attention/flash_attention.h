@@ -6,11 +6,7 @@
 #pragma once
 #include <cmath>
 
-#ifdef __CUDACC__
-#define FOCUS_HOST_DEVICE __host__ __device__
-#else
-#define FOCUS_HOST_DEVICE
-#endif
+#include "sparse.h"
 
 namespace focus::flash {
 
@@ -26,15 +22,24 @@ FOCUS_HOST_DEVICE inline float rotated_second(float x0, float x1, float cosine, 
     return float(double(x0) * sine + double(x1) * cosine);
 }
 
-// s_tj = q_t . k_j / sqrt(hs) + b_h[t - j] (for t - j < W) from the dot product, or -inf for a pair the
-// causal mask hides (j > t) and for the padding rows of the last query tile (t >= T), which must
-// contribute nothing anywhere. bias_h is head h's row of the bias table (unused when W = 0).
+// s_tj = q_t . k_j / sqrt(hs) + b_h[t - j] (for t - j < W) from the dot product, or -inf for a key row t
+// may not see (sparse.h: the causal mask, and window's or block's) and for the padding rows of the last
+// query tile (t >= T), which must contribute nothing anywhere. bias_h is head h's row of the bias table
+// (unused when W = 0).
 template <typename BiasValue>
-FOCUS_HOST_DEVICE inline float masked_score(float dot, float scale, int t, int j, int T, const BiasValue* bias_h,
-                                            int W) {
-    if (j > t || t >= T) return -INFINITY;
+FOCUS_HOST_DEVICE inline float masked_score(float dot, float scale, int t, int j, int T, const AttentionConfig& cfg,
+                                            const BiasValue* bias_h) {
+    if (t >= T || !is_candidate(cfg, t, j)) return -INFINITY;
     const float score = dot * scale;
-    return t - j < W ? score + float(bias_h[t - j]) : score;
+    return t - j < cfg.bias_window ? score + float(bias_h[t - j]) : score;
+}
+
+// Whether any row of the query tile [q0, q0 + tile) may see a key of the key tile [k0, k0 + tile): a
+// tile of keys that none may see is skipped, which is what makes window and block attention cost O(T k)
+// rather than O(T^2). Rows see a contiguous range from local_start(t), which never decreases with t,
+// plus the global tokens; key tiles after the query tile are the caller's to leave out (causal).
+FOCUS_HOST_DEVICE inline bool key_tile_visible(const AttentionConfig& cfg, int q0, int k0, int tile) {
+    return k0 < cfg.global_tokens || k0 + tile > local_start(cfg, q0);
 }
 
 // Online softmax: when a row's running maximum grows from old_max to new_max, the sum and the output

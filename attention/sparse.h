@@ -14,14 +14,24 @@
 
 namespace focus {
 
+// The first key of the contiguous range of keys ending at t that row t sees (0 but for window and block).
+FOCUS_HOST_DEVICE inline int local_start(const AttentionConfig& cfg, int t) {
+    if (cfg.kind == AttentionKind::window) return t - cfg.k + 1 > 0 ? t - cfg.k + 1 : 0;
+    if (cfg.kind == AttentionKind::block) return t / cfg.k * cfg.k;
+    return 0;
+}
+
+// May row t see key j before any score is looked at? (The CPU reference, the straightforward kernels and
+// the fused ones all ask this.)
+FOCUS_HOST_DEVICE inline bool is_candidate(const AttentionConfig& cfg, int t, int j) {
+    return j <= t && (j >= local_start(cfg, t) || j < cfg.global_tokens);
+}
+
 // Fills keys[] with the keys row t may see before any score is looked at; returns how many.
 inline int candidate_keys(const AttentionConfig& cfg, int t, int* keys) {
-    int local_start = 0;  // the first key of the contiguous range ending at t
-    if (cfg.kind == AttentionKind::window) local_start = std::max(0, t - cfg.k + 1);
-    if (cfg.kind == AttentionKind::block) local_start = t / cfg.k * cfg.k;
     int n = 0;
-    for (int j = 0; j < std::min(cfg.global_tokens, local_start); j++) keys[n++] = j;
-    for (int j = local_start; j <= t; j++) keys[n++] = j;
+    for (int j = 0; j <= t; j++)
+        if (is_candidate(cfg, t, j)) keys[n++] = j;
     return n;
 }
 

@@ -189,7 +189,8 @@ void bench() {
 
     // naive (attention.cuh) against flash (flash_attention.cuh) at the same shape, forward and forward +
     // backward: softmax and elastic with learned positions and no bias (their time ratio is printed
-    // after), and elastic with RoPE and a bias window of 128 (Lazy Attention). Flops as above for the
+    // after), elastic with RoPE and a bias window of 128 (Lazy Attention), and a window of 128 keys with
+    // 4 global tokens (the fused kernels skip the key tiles no query of a tile sees). Flops as above for the
     // forward; the backward counted as 2.5x the forward (FlashAttention's convention: five products over
     // the causal pairs), so forward + backward is 3.5x.
     auto row_state = zeros<float>(flash_attention_row_floats(B, T, NH));
@@ -197,9 +198,12 @@ void bench() {
     for (AttentionVariant variant :
          {AttentionVariant{"learned", AttentionKind::softmax, 0, 0, PositionKind::learned, 0},
           AttentionVariant{"learned", AttentionKind::elastic, 0, 0, PositionKind::learned, 0},
-          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128}}) {
+          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128},
+          AttentionVariant{"k=128, g=4", AttentionKind::window, 128, 4, PositionKind::learned, 0}}) {
         focus::AttentionConfig cfg;
         cfg.kind = variant.kind;
+        cfg.k = variant.k;
+        cfg.global_tokens = variant.global_tokens;
         cfg.position = variant.position;
         cfg.bias_window = variant.bias_window;
         const char* kind = focus::to_string(variant.kind);
@@ -230,7 +234,7 @@ void bench() {
                 flash_forward();
                 flash_backward();
             })};
-        if (variant.position == PositionKind::rope) continue;
+        if (variant.position == PositionKind::rope || variant.kind == AttentionKind::window) continue;
         const int k = variant.kind == AttentionKind::elastic;
         naive_ms[k][0] = ms[0], naive_ms[k][1] = ms[1], flash_ms[k][0] = ms[2], flash_ms[k][1] = ms[3];
     }

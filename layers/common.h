@@ -5,12 +5,20 @@
 //    initialisation are bit-exact everywhere.
 //  - check(): turns a broken precondition into an exception with a one-line message; the
 //    binaries catch it in main, print "error: <message>" and exit non-zero.
+//  - FOCUS_HOST_DEVICE: marks a function that compiles for the CPU and, under nvcc, the GPU too, so
+//    that the CPU reference and a kernel share one formula.
 #pragma once
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
+
+#ifdef __CUDACC__
+#define FOCUS_HOST_DEVICE __host__ __device__
+#else
+#define FOCUS_HOST_DEVICE
+#endif
 
 namespace focus {
 

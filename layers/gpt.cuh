@@ -10,7 +10,7 @@
 //   backward  gpt.h's backward, kernel for kernel; dlogits overwrite the logits in place. It can hand
 //             each layer's finished gradients to the caller (data parallel: their all-reduce runs while
 //             the layers below compute).
-//   attention the fused kernels of attention/flash_attention.cuh where they apply (softmax and elastic,
+//   attention the fused kernels of attention/flash_attention.cuh where they apply (every kind but topk,
 //             head size 32, 64 or 128), the straightforward ones of attention/attention.cuh otherwise;
 //             both through one dispatch (attention_forward/backward below).
 //   update    AdamW per tensor of the layout (the trainer's rule: theta and bias at lr * lr_attn_mult,

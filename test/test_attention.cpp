@@ -628,14 +628,17 @@ struct FlashCpu {
     // s_tj as the kernels form it: the tile's padding keys (j >= T) have zero vectors
     float score(const FlashHead& head, int h, int t, int j) const {
         const float qk = j < p.T ? dot_float(&head.q[size_t(t) * p.hs], &head.k[size_t(j) * p.hs], p.hs) : 0.0f;
-        return flash::masked_score(qk, scale, t, j, p.T, bias.empty() ? nullptr : &bias[size_t(h) * p.cfg.bias_window],
-                                   p.cfg.bias_window);
+        return flash::masked_score(qk, scale, t, j, p.T, p.cfg,
+                                   bias.empty() ? nullptr : &bias[size_t(h) * p.cfg.bias_window]);
     }
+    // the kernels' skip of a key tile that no row of the query tile sees (window, block)
+    bool sees(int q0, int k0) const { return flash::key_tile_visible(p.cfg, q0, k0, tile); }
 };
 
 struct FlashForward {
     std::vector<float> out, row_state;  // row_state [B, NH, T, 2]: (max, sum)
     int tiles = 0, skipped = 0;         // elastic pass 2: (query tile, key tile) pairs, and those skipped
+    int unseen = 0;                     // (query tile, causal key tile) pairs skipped as no row sees them
 };
 
 FlashForward flash_forward_cpu(const FlashCpu& f) {
@@ -652,6 +655,10 @@ FlashForward flash_forward_cpu(const FlashCpu& f) {
                 const int rows = std::min(f.tile, p.T - q0);
                 std::vector<float> row_max(rows, -INFINITY), row_sum(rows, 0.0f), o(size_t(rows) * hs, 0.0f);
                 for (int k0 = 0; k0 <= q0; k0 += f.tile) {  // the running maximum and sum (and softmax's o)
+                    if (!f.sees(q0, k0)) {
+                        result.unseen++;
+                        continue;
+                    }
                     for (int r = 0; r < rows; r++) {
                         const int t = q0 + r;
                         std::vector<float> s(f.tile);
@@ -674,6 +681,7 @@ FlashForward flash_forward_cpu(const FlashCpu& f) {
                     }
                 }
                 for (int k0 = 0; k0 <= q0 && elastic; k0 += f.tile) {  // pass 2: o = sum_j max(0, p - c) v_j
+                    if (!f.sees(q0, k0)) continue;
                     std::vector<float> a(size_t(rows) * f.tile);
                     bool any_weight = false;
                     for (int r = 0; r < rows; r++) {
@@ -742,6 +750,7 @@ void flash_backward_cpu(const FlashCpu& f, const FlashForward& forward, const st
                     }
                     float weighted = 0.0f, passed = 0.0f;
                     for (int j = 0; j < q0 + f.tile; j++) {
+                        if (!f.sees(q0, j / f.tile * f.tile)) continue;
                         const float pr = prob(t, j), gp = flash::passed_gradient(pr, cut, grad(t, j));
                         weighted += pr * gp;
                         passed += gp;
@@ -750,6 +759,7 @@ void flash_backward_cpu(const FlashCpu& f, const FlashForward& forward, const st
                     dtau_partials[part] += -passed / float(t + 1);
                 }
                 for (int k0 = 0; k0 <= q0; k0 += f.tile) {
+                    if (!f.sees(q0, k0)) continue;
                     for (int t = q0; t < q0 + rows; t++) {
                         const float cut = flash::cut_of_row(f.tau(h), t);
                         for (int j = k0; j < k0 + f.tile && j <= t; j++) {
@@ -762,6 +772,7 @@ void flash_backward_cpu(const FlashCpu& f, const FlashForward& forward, const st
             }
             for (int k0 = 0; k0 < p.T; k0 += f.tile) {  // the key pass
                 for (int t = k0; t < p.T; t++) {
+                    if (!f.sees(t / f.tile * f.tile, k0)) continue;
                     const float cut = flash::cut_of_row(f.tau(h), t);
                     for (int j = k0; j < std::min(k0 + f.tile, t + 1); j++) {
                         const float pr = prob(t, j);
@@ -835,22 +846,36 @@ double relative_cut_margin(const Problem& p, const Saved<double>& s) {
 
 TEST_CASE("attention: the tiled flash scheme agrees with the reference, forward and backward") {
     // Tiles of 32 and 64 (what the kernels use), T on and off tile multiples (1 key; a partial first
-    // tile; exactly one tile; several with a partial last), bias windows shorter and longer than a tile.
+    // tile; exactly one tile; several with a partial last), bias windows shorter and longer than a tile;
+    // window and block attention with windows and blocks shorter than a tile, longer, and not dividing
+    // it, with and without global tokens (more than a tile of them too), so that whole key tiles are
+    // skipped as no row of a query tile sees them, and partly seen tiles are not.
     // Tolerance 2e-5 of each tensor's largest element: float rounds to 6e-8 and the longest sums here
     // are 32-term dot products and ~130-term row sums, ~1e-6 in the worst element; a wrong merge,
     // a lost tile or a wrong partial is O(1e-2) or more.
-    int skipped = 0;
-    for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic}) {
+    const AttentionConfig kinds[] = {
+        make_config(AttentionKind::softmax),
+        make_config(AttentionKind::elastic),
+        make_config(AttentionKind::window, 7),
+        make_config(AttentionKind::window, 45, PositionKind::learned, 0, 2),
+        make_config(AttentionKind::block, 24, PositionKind::learned, 0, 1),
+        make_config(AttentionKind::block, 64, PositionKind::learned, 0, 40)};
+    int skipped = 0, unseen = 0;
+    for (const AttentionConfig& kind_config : kinds) {
+        const AttentionKind kind = kind_config.kind;
         for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
             for (int W : {0, 5, 80}) {
                 for (int T : {1, 37, 64, 100, 130}) {
                     // a mask flip is a jump, not a rounding error: the data come from the first seed (of
                     // ten) whose rows keep every p clear of the cut
+                    AttentionConfig cfg = kind_config;
+                    cfg.position = position;
+                    cfg.bias_window = W;
                     Problem p;
                     Saved<double> s;
                     double margin = 0;
                     for (uint64_t seed = 31; seed < 41 && margin <= 1e-5; seed++) {
-                        p = float_problem(make_problem(make_config(kind, 0, position, W), seed, T, 2, 32));
+                        p = float_problem(make_problem(cfg, seed, T, 2, 32));
                         s = run_forward<double>(p);
                         margin = kind == AttentionKind::elastic ? relative_cut_margin(p, s) : 1.0;
                     }
@@ -870,6 +895,7 @@ TEST_CASE("attention: the tiled flash scheme agrees with the reference, forward 
                         const FlashCpu f(p, tile);
                         const FlashForward forward = flash_forward_cpu(f);
                         skipped += forward.skipped;
+                        unseen += forward.unseen;
                         CHECK(relative_error(forward.out, s.out) < 2e-5);
                         Gradients<float> g{convert<float>(start.dqkv), convert<float>(start.dtheta),
                                            convert<float>(start.dbias)};
@@ -883,6 +909,7 @@ TEST_CASE("attention: the tiled flash scheme agrees with the reference, forward 
         }
     }
     CHECK(skipped > 0);  // the elastic tile skip was exercised (and the outputs above still match)
+    CHECK(unseen > 0);   // and so was the skip of key tiles no row sees
 }
 
 TEST_CASE("attention: the tiled elastic scheme outputs exactly zero for uniform rows with tau = 1") {

@@ -1,6 +1,7 @@
 // test_gpu_attention.cu: the CUDA attention kernels (attention/*.cuh) against the CPU reference
 // (attention/attention.h): the naive kernels, every kind x position x bias at a small odd shape and at
-// T = 128; the flash kernels, softmax and elastic x position x bias at T from 1 to 1024.
+// T = 128; the flash kernels, softmax and elastic x position x bias at T from 1 to 1024, and window and
+// block attention.
 #include "../attention/attention.cuh"
 #include "../attention/attention.h"
 #include "../attention/flash_attention.cuh"
@@ -116,8 +117,8 @@ void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int
 // backward runs twice and must give the same bits. Inputs as test_attention: q and k scaled by 1.5,
 // tau = 0.65 and 0.8 on both sides of the kink, bias ~ N(0, 0.5).
 void test_flash_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int hs) {
-    const std::string shape = format("%s %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind),
-                                     focus::to_string(cfg.position), cfg.bias_window, B, T, NH, hs);
+    const std::string shape = format("%s k=%d g=%d %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind), cfg.k,
+                                     cfg.global_tokens, focus::to_string(cfg.position), cfg.bias_window, B, T, NH, hs);
     const int C = NH * hs, W = cfg.bias_window;
     const bool elastic = cfg.kind == focus::AttentionKind::elastic, rope = cfg.position == focus::PositionKind::rope;
     const focus::AttentionLayout L{B, T, C, NH, hs};
@@ -279,6 +280,21 @@ void attention_tests() {
                         flash_size(T, 128));
             }
         }
+    }
+    // window and block: a window shorter than a tile and one longer with global tokens, blocks that do
+    // not divide a tile, with one global token and with more than a tile of them. Key tiles that no row
+    // of a query tile sees are skipped: at head size 64 from T = 257 on, at head size 32 (tiles of 32)
+    // already at the small lengths.
+    const focus::AttentionConfig local_kinds[] = {
+        attention_config(AttentionKind::window, 7, 0, PositionKind::rope, 0),
+        attention_config(AttentionKind::window, 45, 2, PositionKind::learned, 100),
+        attention_config(AttentionKind::block, 24, 1, PositionKind::learned, 0),
+        attention_config(AttentionKind::block, 64, 40, PositionKind::rope, 100)};
+    for (const focus::AttentionConfig& cfg : local_kinds) {
+        for (int T : {37, 100, 257, 1024})
+            run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); }, flash_size(T, 64));
+        for (int T : {37, 100})
+            run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 32); }, flash_size(T, 32));
     }
 }
 

@@ -3,7 +3,7 @@
 //
 // Model: 2 layers, 4 heads of size 16, 64 channels, vocabulary 100 (padded to 128), B = 2, T = 33 (no
 // multiple of any block size), GPT-2's initialisation; targets with a -1 at every fifth position. Head
-// size 16 sends every kind to attention.cuh's kernels; softmax and elastic run once more with 2 heads of
+// size 16 sends every kind to attention.cuh's kernels; every kind but topk runs once more with 2 heads of
 // size 32, which the model sends to the fused kernels (flash_attention.cuh). Both sides start
 // from the same parameters: the GPU's master weights are the initial floats, and the CPU reads them
 // rounded to floatX, as the GPU's kernels do. Checked, each tensor as max |gpu - cpu| / max |cpu|
