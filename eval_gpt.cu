@@ -74,16 +74,6 @@ static Checkpoint open_checkpoint(const std::string& path, const std::string& la
     return c;
 }
 
-static std::string describe_attention(const GPTConfig& c) {
-    const AttentionConfig& a = c.attention;
-    std::string s = to_string(a.kind);
-    if (a.k) s += format(" k=%d", a.k);
-    if (a.global_tokens) s += format(" g=%d", a.global_tokens);
-    s += std::string(", ") + to_string(a.position);
-    if (a.bias_window) s += format(", bias W=%d", a.bias_window);
-    return s;
-}
-
 // --maps "L:H,L:H,...": the (layer, head) pairs, checked against the model.
 static std::vector<std::pair<int, int>> map_heads(const std::string& maps, const GPTConfig& c) {
     std::vector<std::pair<int, int>> heads;
@@ -173,7 +163,7 @@ static json evaluate_checkpoint(const Checkpoint& ckpt, const Options& o, const 
                    {"config", ckpt.config.empty() ? json{{"model", to_json(config)}} : ckpt.config},
                    {"parameters", params.size()}};
     std::printf("== %s (%s): %d layers, %d heads, %d channels, attention %s\n", ckpt.label.c_str(), ckpt.path.c_str(),
-                config.num_layers, config.num_heads, config.channels, describe_attention(config).c_str());
+                config.num_layers, config.num_heads, config.channels, describe(config.attention).c_str());
 
     std::string train_spec = training.value("data", ""), val_spec = o.val.empty() ? training.value("val", "") : o.val;
     check(!train_spec.empty() || !val_spec.empty(),

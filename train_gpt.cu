@@ -271,10 +271,16 @@ static Device open_device() {
         }
     return device;
 }
+
+// Which attention kernels the model runs (layers/gpt.cuh chooses), for the start-up line.
+static const char* attention_kernels(const GPTConfig& c) {
+    return gpu::flash_attention_supports(c.attention, c.head_size()) ? " (fused kernels)" : " (straightforward kernels)";
+}
 #else
 using Model = CpuGPT;
 
 static Device open_device() { return {format("CPU, %d threads", omp_get_max_threads())}; }
+static const char* attention_kernels(const GPTConfig&) { return ""; }
 #endif
 
 // --sample-every: `count` tokens after <|endoftext|> (token 0 for other vocabularies), each drawn from
@@ -479,11 +485,9 @@ static int run(int argc, char** argv) {
         std::printf("saved %s\n", dir.c_str());
     };
 
-    std::printf("model: %d layers, %d heads, %d channels, vocab %d, %s params | attention %s, positions %s%s\n",
-                config.num_layers, config.num_heads, config.channels, config.vocab_size,
-                human_count((double)model.num_parameters()).c_str(), to_string(config.attention.kind),
-                to_string(config.attention.position),
-                config.attention.bias_window ? format(", distance bias W=%d", config.attention.bias_window).c_str() : "");
+    std::printf("model: %d layers, %d heads, %d channels, vocab %d, %s params | attention %s%s\n", config.num_layers,
+                config.num_heads, config.channels, config.vocab_size, human_count((double)model.num_parameters()).c_str(),
+                describe(config.attention).c_str(), attention_kernels(config));
     const std::string ranks =
         group.distributed() ? format(" x %d ranks%s", group.world_size, o.dist.zero ? " (ZeRO-1)" : "") : "";
     std::printf("data: %s (%s tokens), val: %s | batch %d x %d%s, %d micro-steps, %lld tokens/step | %d threads\n",

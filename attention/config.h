@@ -62,6 +62,16 @@ inline PositionKind parse_position_kind(const std::string& name) {
     return parse_choice(name, {PositionKind::learned, PositionKind::rope}, "position kind");
 }
 
+// One line for logs and tables: "window k=128 g=4, rope, bias W=64".
+inline std::string describe(const AttentionConfig& cfg) {
+    std::string s = to_string(cfg.kind);
+    if (cfg.k) s += format(" k=%d", cfg.k);
+    if (cfg.global_tokens) s += format(" g=%d", cfg.global_tokens);
+    s += std::string(", ") + to_string(cfg.position);
+    if (cfg.bias_window) s += format(", bias W=%d", cfg.bias_window);
+    return s;
+}
+
 inline bool keeps_k_keys(AttentionKind kind) {
     return kind == AttentionKind::topk || kind == AttentionKind::window || kind == AttentionKind::block;
 }

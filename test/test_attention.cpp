@@ -33,11 +33,6 @@ AttentionConfig make_config(AttentionKind kind, int k = 0, PositionKind position
     return cfg;
 }
 
-std::string describe(const AttentionConfig& cfg) {
-    return format("%s k=%d g=%d %s W=%d", to_string(cfg.kind), cfg.k, cfg.global_tokens, to_string(cfg.position),
-                  cfg.bias_window);
-}
-
 // One attention call's inputs, in double; the runners below convert them to the Real under test.
 struct Problem {
     AttentionConfig cfg;
