@@ -27,11 +27,13 @@ FOCUS_HOST_DEVICE inline bool is_candidate(const AttentionConfig& cfg, int t, in
     return j <= t && (j >= local_start(cfg, t) || j < cfg.global_tokens);
 }
 
-// Fills keys[] with the keys row t may see before any score is looked at; returns how many.
+// Fills keys[] with the keys row t may see before any score is looked at (is_candidate's, in increasing
+// j, without visiting the others); returns how many.
 inline int candidate_keys(const AttentionConfig& cfg, int t, int* keys) {
+    const int start = local_start(cfg, t);
     int n = 0;
-    for (int j = 0; j <= t; j++)
-        if (is_candidate(cfg, t, j)) keys[n++] = j;
+    for (int j = 0; j < std::min(cfg.global_tokens, start); j++) keys[n++] = j;
+    for (int j = start; j <= t; j++) keys[n++] = j;
     return n;
 }
 
