@@ -11,6 +11,39 @@ namespace gpu_check {
 
 namespace {
 
+// Gradients in double on the host: the values a backward starts from (it accumulates), or the expected ones.
+struct HostGradients {
+    Vector dqkv, dtheta, dbias;
+};
+
+// Runs backward(dqkv, dtheta, dbias) on device copies of `start` twice; the first result must match
+// `expected` and the second the first, bit for bit. dtheta is checked (and passed) for elastic only,
+// dbias with a bias window only; the others get nullptr.
+template <typename Backward>
+void check_backward(const std::string& kernel, const std::string& shape, const HostGradients& start,
+                    const HostGradients& expected, bool elastic, bool bias, Backward backward) {
+    struct DeviceGradients {
+        DeviceBuffer<floatX> dqkv, dtheta, dbias;
+    };
+    auto run = [&] {
+        DeviceGradients g{to_device<floatX>(start.dqkv), to_device<floatX>(start.dtheta),
+                          to_device<floatX>(start.dbias)};
+        backward(g.dqkv.data(), elastic ? g.dtheta.data() : nullptr, bias ? g.dbias.data() : nullptr);
+        return g;
+    };
+    const DeviceGradients first = run(), second = run();
+    expect_close(kernel + " dqkv", shape, to_host(first.dqkv), expected.dqkv, TOLERANCE);
+    expect_identical(kernel + " dqkv", shape, first.dqkv, second.dqkv);
+    if (elastic) {
+        expect_close(kernel + " dtheta", shape, to_host(first.dtheta), expected.dtheta, TOLERANCE);
+        expect_identical(kernel + " dtheta", shape, first.dtheta, second.dtheta);
+    }
+    if (bias) {
+        expect_close(kernel + " dbias", shape, to_host(first.dbias), expected.dbias, TOLERANCE);
+        expect_identical(kernel + " dbias", shape, first.dbias, second.dbias);
+    }
+}
+
 // Attention: the forward's qkv_rot against the CPU's; then every later step against the CPU reference
 // run on the GPU's own intermediates, so that the bf16 rounding of qkv_rot cannot flip a topk
 // selection or an elastic mask between the two sides (a flip is a jump, not a rounding error):
@@ -73,34 +106,19 @@ void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int
     expect_close("attention_forward probs", shape, gpu_probs, probs, FP32_TOLERANCE);
 
     const Vector dout = random_vector(rng, out_count);
-    const Vector dqkv_start = random_vector(rng, qkv.size()), dtheta_start = random_vector(rng, NH),
-                 dbias_start = random_vector(rng, bias.size());
-    Vector dqkv = dqkv_start, dtheta = dtheta_start, dbias = dbias_start;
-    focus::attention_backward(cfg, dqkv.data(), elastic ? dtheta.data() : nullptr, W > 0 ? dbias.data() : nullptr,
-                              dout.data(), gpu_probs.data(), gpu_qkv_rot.data(), theta_or_null, bias_or_null, B, T, C,
-                              NH);
+    const HostGradients start{random_vector(rng, qkv.size()), random_vector(rng, NH),
+                              random_vector(rng, bias.size())};
+    HostGradients expected = start;
+    focus::attention_backward(cfg, expected.dqkv.data(), elastic ? expected.dtheta.data() : nullptr,
+                              W > 0 ? expected.dbias.data() : nullptr, dout.data(), gpu_probs.data(),
+                              gpu_qkv_rot.data(), theta_or_null, bias_or_null, B, T, C, NH);
     auto d_dout = to_device<floatX>(dout);
-    struct Gradients {
-        DeviceBuffer<floatX> dqkv, dtheta, dbias;
-    };
-    auto run_backward = [&] {
-        Gradients g{to_device<floatX>(dqkv_start), to_device<floatX>(dtheta_start), to_device<floatX>(dbias_start)};
-        focus::gpu::attention_backward(cfg, g.dqkv.data(), elastic ? g.dtheta.data() : nullptr,
-                                       W > 0 ? g.dbias.data() : nullptr, d_dout.data(), d_probs.data(),
-                                       d_qkv_rot.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH, stream);
-        return g;
-    };
-    const Gradients first = run_backward(), second = run_backward();
-    expect_close("attention_backward dqkv", shape, to_host(first.dqkv), dqkv, TOLERANCE);
-    expect_identical("attention_backward dqkv", shape, first.dqkv, second.dqkv);
-    if (elastic) {
-        expect_close("attention_backward dtheta", shape, to_host(first.dtheta), dtheta, TOLERANCE);
-        expect_identical("attention_backward dtheta", shape, first.dtheta, second.dtheta);
-    }
-    if (W > 0) {
-        expect_close("attention_backward dbias", shape, to_host(first.dbias), dbias, TOLERANCE);
-        expect_identical("attention_backward dbias", shape, first.dbias, second.dbias);
-    }
+    check_backward("attention_backward", shape, start, expected, elastic, W > 0,
+                   [&](floatX* dqkv, floatX* dtheta, floatX* dbias) {
+                       focus::gpu::attention_backward(cfg, dqkv, dtheta, dbias, d_dout.data(), d_probs.data(),
+                                                      d_qkv_rot.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH,
+                                                      stream);
+                   });
 }
 
 // Flash attention against the CPU reference. The reference runs on what the kernels' tile products see,
@@ -193,43 +211,28 @@ void test_flash_attention(const focus::AttentionConfig& cfg, int B, int T, int N
 
     // the reference backward: gradients of the rotated q, k (and of v) from zero, then through R_t^T
     const Vector dout = random_vector(rng, out_count);
-    const Vector dqkv_start = random_vector(rng, qkv.size()), dtheta_start = random_vector(rng, NH),
-                 dbias_start = random_vector(rng, bias.size());
-    Vector dqkv_rot(qkv.size(), 0.0), dtheta = dtheta_start, dbias = dbias_start;
-    focus::attention_backward(unrotated, dqkv_rot.data(), elastic ? dtheta.data() : nullptr,
-                              W > 0 ? dbias.data() : nullptr, dout.data(), probs.data(), qkv_rot.data(), theta_or_null,
-                              bias_or_null, B, T, C, NH);
-    Vector dqkv = dqkv_start;
+    const HostGradients start{random_vector(rng, qkv.size()), random_vector(rng, NH),
+                              random_vector(rng, bias.size())};
+    HostGradients expected = start;
+    Vector dqkv_rot(qkv.size(), 0.0);
+    focus::attention_backward(unrotated, dqkv_rot.data(), elastic ? expected.dtheta.data() : nullptr,
+                              W > 0 ? expected.dbias.data() : nullptr, dout.data(), probs.data(), qkv_rot.data(),
+                              theta_or_null, bias_or_null, B, T, C, NH);
     const focus::RopeAngles<double> angles(rope ? T : 0, hs, cfg.rope_base);
-    for (size_t e = 0; e < dqkv.size(); e++)
-        if (!rope || int(e % (3 * C)) >= 2 * C) dqkv[e] += dqkv_rot[e];
+    for (size_t e = 0; e < expected.dqkv.size(); e++)
+        if (!rope || int(e % (3 * C)) >= 2 * C) expected.dqkv[e] += dqkv_rot[e];
     for (int bt = 0; bt < B * T && rope; bt++)
         for (int h = 0; h < NH; h++)
             for (size_t at : {L.q(bt / T, bt % T, h), L.k(bt / T, bt % T, h)})
-                focus::rope_backward(&dqkv[at], &dqkv_rot[at], angles, bt % T);
+                focus::rope_backward(&expected.dqkv[at], &dqkv_rot[at], angles, bt % T);
 
     auto d_dout = to_device<floatX>(dout);
-    struct Gradients {
-        DeviceBuffer<floatX> dqkv, dtheta, dbias;
-    };
-    auto run_backward = [&] {
-        Gradients g{to_device<floatX>(dqkv_start), to_device<floatX>(dtheta_start), to_device<floatX>(dbias_start)};
-        focus::gpu::flash_attention_backward(
-            cfg, g.dqkv.data(), elastic ? g.dtheta.data() : nullptr, W > 0 ? g.dbias.data() : nullptr, d_dout.data(),
-            d_out.data(), d_state.data(), d_qkv.data(), d_theta_or_null, d_bias_or_null, B, T, C, NH, stream);
-        return g;
-    };
-    const Gradients first = run_backward(), second = run_backward();
-    expect_close("flash_attention_backward dqkv", shape, to_host(first.dqkv), dqkv, TOLERANCE);
-    expect_identical("flash_attention_backward dqkv", shape, first.dqkv, second.dqkv);
-    if (elastic) {
-        expect_close("flash_attention_backward dtheta", shape, to_host(first.dtheta), dtheta, TOLERANCE);
-        expect_identical("flash_attention_backward dtheta", shape, first.dtheta, second.dtheta);
-    }
-    if (W > 0) {
-        expect_close("flash_attention_backward dbias", shape, to_host(first.dbias), dbias, TOLERANCE);
-        expect_identical("flash_attention_backward dbias", shape, first.dbias, second.dbias);
-    }
+    check_backward("flash_attention_backward", shape, start, expected, elastic, W > 0,
+                   [&](floatX* dqkv, floatX* dtheta, floatX* dbias) {
+                       focus::gpu::flash_attention_backward(cfg, dqkv, dtheta, dbias, d_dout.data(), d_out.data(),
+                                                            d_state.data(), d_qkv.data(), d_theta_or_null,
+                                                            d_bias_or_null, B, T, C, NH, stream);
+                   });
 }
 
 }  // namespace
