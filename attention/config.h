@@ -62,6 +62,18 @@ inline PositionKind parse_position_kind(const std::string& name) {
     return parse_choice(name, {PositionKind::learned, PositionKind::rope}, "position kind");
 }
 
+// A configuration in one expression (tests and benchmarks build many).
+inline AttentionConfig attention_config(AttentionKind kind, int k = 0, PositionKind position = PositionKind::learned,
+                                        int bias_window = 0, int global_tokens = 0) {
+    AttentionConfig cfg;
+    cfg.kind = kind;
+    cfg.k = k;
+    cfg.position = position;
+    cfg.bias_window = bias_window;
+    cfg.global_tokens = global_tokens;
+    return cfg;
+}
+
 // One line for logs and tables: "window k=128 g=4, rope, bias W=64".
 inline std::string describe(const AttentionConfig& cfg) {
     std::string s = to_string(cfg.kind);

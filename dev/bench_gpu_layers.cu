@@ -156,26 +156,19 @@ void bench() {
     const double attention_flops = 2.0 * 2 * B * NH * (C / NH) * (double(T) * (T + 1) / 2);
     using focus::AttentionKind;
     using focus::PositionKind;
+    using focus::attention_config;
     struct AttentionVariant {
         const char* shape;
-        AttentionKind kind;
-        int k, global_tokens;
-        PositionKind position;
-        int bias_window;
-    };
-    for (AttentionVariant variant :
-         {AttentionVariant{"learned", AttentionKind::softmax, 0, 0, PositionKind::learned, 0},
-          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128},
-          AttentionVariant{"k=64, rope", AttentionKind::topk, 64, 0, PositionKind::rope, 0},
-          AttentionVariant{"k=128, g=4", AttentionKind::window, 128, 4, PositionKind::learned, 0},
-          AttentionVariant{"k=128", AttentionKind::block, 128, 0, PositionKind::learned, 0}}) {
         focus::AttentionConfig cfg;
-        cfg.kind = variant.kind;
-        cfg.k = variant.k;
-        cfg.global_tokens = variant.global_tokens;
-        cfg.position = variant.position;
-        cfg.bias_window = variant.bias_window;
-        const char* kind = focus::to_string(variant.kind);
+    };
+    for (const AttentionVariant& variant :
+         {AttentionVariant{"learned", attention_config(AttentionKind::softmax)},
+          AttentionVariant{"rope, bias W=128", attention_config(AttentionKind::elastic, 0, PositionKind::rope, 128)},
+          AttentionVariant{"k=64, rope", attention_config(AttentionKind::topk, 64, PositionKind::rope)},
+          AttentionVariant{"k=128, g=4", attention_config(AttentionKind::window, 128, PositionKind::learned, 0, 4)},
+          AttentionVariant{"k=128", attention_config(AttentionKind::block, 128)}}) {
+        const focus::AttentionConfig& cfg = variant.cfg;
+        const char* kind = focus::to_string(cfg.kind);
         row(format("attention_forward %s", kind), variant.shape, 0, attention_flops, [&] {
             focus::gpu::attention_forward(cfg, a.data(), probs.data(), qkv_rot.data(), qkv.data(), theta.data(),
                                           head_bias.data(), B, T, C, NH, stream);
@@ -195,18 +188,13 @@ void bench() {
     // the causal pairs), so forward + backward is 3.5x.
     auto row_state = zeros<float>(flash_attention_row_floats(B, T, NH));
     double naive_ms[2][2], flash_ms[2][2];  // [softmax, elastic][forward, forward + backward]
-    for (AttentionVariant variant :
-         {AttentionVariant{"learned", AttentionKind::softmax, 0, 0, PositionKind::learned, 0},
-          AttentionVariant{"learned", AttentionKind::elastic, 0, 0, PositionKind::learned, 0},
-          AttentionVariant{"rope, bias W=128", AttentionKind::elastic, 0, 0, PositionKind::rope, 128},
-          AttentionVariant{"k=128, g=4", AttentionKind::window, 128, 4, PositionKind::learned, 0}}) {
-        focus::AttentionConfig cfg;
-        cfg.kind = variant.kind;
-        cfg.k = variant.k;
-        cfg.global_tokens = variant.global_tokens;
-        cfg.position = variant.position;
-        cfg.bias_window = variant.bias_window;
-        const char* kind = focus::to_string(variant.kind);
+    for (const AttentionVariant& variant :
+         {AttentionVariant{"learned", attention_config(AttentionKind::softmax)},
+          AttentionVariant{"learned", attention_config(AttentionKind::elastic)},
+          AttentionVariant{"rope, bias W=128", attention_config(AttentionKind::elastic, 0, PositionKind::rope, 128)},
+          AttentionVariant{"k=128, g=4", attention_config(AttentionKind::window, 128, PositionKind::learned, 0, 4)}}) {
+        const focus::AttentionConfig& cfg = variant.cfg;
+        const char* kind = focus::to_string(cfg.kind);
         auto naive_forward = [&] {
             focus::gpu::attention_forward(cfg, a.data(), probs.data(), qkv_rot.data(), qkv.data(), theta.data(),
                                           head_bias.data(), B, T, C, NH, stream);
@@ -234,8 +222,8 @@ void bench() {
                 flash_forward();
                 flash_backward();
             })};
-        if (variant.position == PositionKind::rope || variant.kind == AttentionKind::window) continue;
-        const int k = variant.kind == AttentionKind::elastic;
+        if (cfg.position == PositionKind::rope || cfg.kind == AttentionKind::window) continue;
+        const int k = cfg.kind == AttentionKind::elastic;
         naive_ms[k][0] = ms[0], naive_ms[k][1] = ms[1], flash_ms[k][0] = ms[2], flash_ms[k][1] = ms[3];
     }
     std::printf("elastic / softmax time (learned, no bias): naive forward %.2f, forward+backward %.2f; flash forward "

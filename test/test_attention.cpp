@@ -22,17 +22,6 @@ namespace {
 const AttentionKind all_kinds[] = {AttentionKind::softmax, AttentionKind::elastic, AttentionKind::topk,
                                    AttentionKind::window, AttentionKind::block};
 
-AttentionConfig make_config(AttentionKind kind, int k = 0, PositionKind position = PositionKind::learned,
-                            int bias_window = 0, int global_tokens = 0) {
-    AttentionConfig cfg;
-    cfg.kind = kind;
-    cfg.k = k;
-    cfg.position = position;
-    cfg.bias_window = bias_window;
-    cfg.global_tokens = global_tokens;
-    return cfg;
-}
-
 // One attention call's inputs, in double; the runners below convert them to the Real under test.
 struct Problem {
     AttentionConfig cfg;
@@ -182,7 +171,7 @@ std::vector<AttentionConfig> sweep_configs() {
             for (int bias_window : {0, 3})
                 for (int globals : {0, 2})
                     if (globals == 0 || has_globals)
-                        configs.push_back(make_config(kind, k, position, bias_window, globals));
+                        configs.push_back(attention_config(kind, k, position, bias_window, globals));
     }
     return configs;
 }
@@ -193,7 +182,7 @@ std::vector<Problem> full_problems(uint64_t seed, int T = 9, int NH = 2, int hs 
     for (AttentionKind kind : all_kinds) {
         int k = keeps_k_keys(kind) ? 3 : 0;
         int globals = kind == AttentionKind::window || kind == AttentionKind::block ? 1 : 0;
-        problems.push_back(make_problem(make_config(kind, k, PositionKind::rope, 3, globals), seed, T, NH, hs));
+        problems.push_back(make_problem(attention_config(kind, k, PositionKind::rope, 3, globals), seed, T, NH, hs));
     }
     return problems;
 }
@@ -237,7 +226,7 @@ TEST_CASE("attention: gradients match finite differences for every configuration
 }
 
 TEST_CASE("attention: backward accumulates into the gradient buffers") {
-    Problem p = make_problem(make_config(AttentionKind::elastic, 0, PositionKind::rope, 3), 3);
+    Problem p = make_problem(attention_config(AttentionKind::elastic, 0, PositionKind::rope, 3), 3);
     Saved<double> s = run_forward<double>(p);
     std::vector<double> dout = random_vector(s.out.size(), 4);
     Gradients<double> once = run_backward(p, s, dout);
@@ -257,7 +246,7 @@ TEST_CASE("attention: backward accumulates into the gradient buffers") {
 // "Equal" below, for two paths that compute the same math, means within 1e-12 absolute on outputs of
 // order 1: double rounding leaves ~1e-15, a real difference (a wrong key or weight) is >= 1e-3.
 TEST_CASE("attention: elastic with tau = 0 equals softmax, forward and backward") {
-    Problem softmax = make_problem(make_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 5);
+    Problem softmax = make_problem(attention_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 5);
     Problem elastic = softmax;
     elastic.cfg.kind = AttentionKind::elastic;
     elastic.theta.assign(elastic.NH, -1.0);
@@ -272,7 +261,7 @@ TEST_CASE("attention: elastic with tau = 0 equals softmax, forward and backward"
 TEST_CASE("attention: elastic with tau = 1 outputs exactly zero for uniform rows (q = 0)") {
     for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
         INFO(to_string(position));
-        Problem p = make_problem(make_config(AttentionKind::elastic, 0, position), 8);
+        Problem p = make_problem(attention_config(AttentionKind::elastic, 0, position), 8);
         p.theta.assign(p.NH, 0.0);
         AttentionLayout L{p.B, p.T, p.C(), p.NH, p.hs};
         for (int b = 0; b < p.B; b++)
@@ -286,7 +275,7 @@ TEST_CASE("attention: elastic with tau = 1 outputs exactly zero for uniform rows
 TEST_CASE("attention: elastic with tau >= 1 outputs exactly zero at the first position") {
     for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
         INFO(to_string(position));
-        Problem p = make_problem(make_config(AttentionKind::elastic, 0, position, 3), 9);
+        Problem p = make_problem(attention_config(AttentionKind::elastic, 0, position, 3), 9);
         p.theta = {0.0, -2.5};  // tau = 1 and 1.5
         Saved<double> s = run_forward<double>(p);
         for (int b = 0; b < p.B; b++)
@@ -298,7 +287,7 @@ TEST_CASE("attention: elastic with tau >= 1 outputs exactly zero at the first po
 TEST_CASE("attention: row mass is 1 for softmax and at most 1 for elastic") {
     for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic}) {
         INFO(to_string(kind));
-        Problem p = make_problem(make_config(kind, 0, PositionKind::rope, 3), 10);
+        Problem p = make_problem(attention_config(kind, 0, PositionKind::rope, 3), 10);
         Saved<double> s = run_forward<double>(p);
         std::vector<double> w = weights_of(p, s);
         double lightest = 1.0;
@@ -318,7 +307,7 @@ TEST_CASE("attention: row mass is 1 for softmax and at most 1 for elastic") {
 
 TEST_CASE("attention: topk, window and block with k >= T equal softmax") {
     const int T = 8;
-    Problem softmax = make_problem(make_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 12, T);
+    Problem softmax = make_problem(attention_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 12, T);
     Saved<double> reference = run_forward<double>(softmax);
     for (auto [kind, k] : {std::pair(AttentionKind::topk, T), std::pair(AttentionKind::topk, T + 5),
                            std::pair(AttentionKind::window, T), std::pair(AttentionKind::block, T)}) {
@@ -331,7 +320,7 @@ TEST_CASE("attention: topk, window and block with k >= T equal softmax") {
 }
 
 TEST_CASE("attention: window with k = 1 returns v_i") {
-    Problem p = make_problem(make_config(AttentionKind::window, 1, PositionKind::rope, 3), 13);
+    Problem p = make_problem(attention_config(AttentionKind::window, 1, PositionKind::rope, 3), 13);
     Saved<double> s = run_forward<double>(p);
     AttentionLayout L{p.B, p.T, p.C(), p.NH, p.hs};
     // p = 1 on the only key, so o_i = 1 * v_i exactly.
@@ -359,7 +348,7 @@ TEST_CASE("attention: a future token never changes an earlier output") {
 }
 
 TEST_CASE("attention: RoPE convention, relative positions and norms") {
-    AttentionConfig cfg = make_config(AttentionKind::softmax, 0, PositionKind::rope);
+    AttentionConfig cfg = attention_config(AttentionKind::softmax, 0, PositionKind::rope);
     cfg.rope_base = 100.0f;
     Problem p = make_problem(cfg, 16);
     AttentionLayout L{p.B, p.T, p.C(), p.NH, p.hs};
@@ -403,7 +392,7 @@ TEST_CASE("attention: RoPE convention, relative positions and norms") {
 
 TEST_CASE("attention: the bias beyond the window changes nothing") {
     const int T = 8;
-    Problem narrow = make_problem(make_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 17, T);
+    Problem narrow = make_problem(attention_config(AttentionKind::softmax, 0, PositionKind::rope, 3), 17, T);
     SUBCASE("W = 3 equals W = T with the bias beyond distance 3 set to zero") {
         Problem wide = narrow;
         wide.cfg.bias_window = T;
@@ -414,7 +403,7 @@ TEST_CASE("attention: the bias beyond the window changes nothing") {
         CHECK(max_abs_diff(run_forward<double>(narrow).out, run_forward<double>(wide).out) > 1e-3);
     }
     SUBCASE("W > T: entries at distances >= T are never read") {
-        Problem wide = make_problem(make_config(AttentionKind::softmax, 0, PositionKind::rope, T + 2), 17, T);
+        Problem wide = make_problem(attention_config(AttentionKind::softmax, 0, PositionKind::rope, T + 2), 17, T);
         Saved<double> reference = run_forward<double>(wide);
         for (int h = 0; h < wide.NH; h++) wide.bias[h * (T + 2) + T] = wide.bias[h * (T + 2) + T + 1] = 100.0;
         CHECK(max_abs_diff(run_forward<double>(wide).out, reference.out) == 0.0);
@@ -423,7 +412,7 @@ TEST_CASE("attention: the bias beyond the window changes nothing") {
 
 TEST_CASE("attention: topk keeps exactly min(k, i) keys, ties to the earlier key") {
     const int k = 3;
-    Problem p = make_problem(make_config(AttentionKind::topk, k, PositionKind::rope, 3), 18);
+    Problem p = make_problem(attention_config(AttentionKind::topk, k, PositionKind::rope, 3), 18);
     std::vector<double> w = weights_of(p, run_forward<double>(p));
     for (size_t row = 0; row < w.size() / p.T; row++) {
         int t = int(row % p.T);
@@ -431,7 +420,7 @@ TEST_CASE("attention: topk keeps exactly min(k, i) keys, ties to the earlier key
         CHECK(nonzero == std::min(k, t + 1));
     }
     SUBCASE("equal scores (q = 0, no bias) keep the first k keys") {
-        Problem tied = make_problem(make_config(AttentionKind::topk, k), 18);
+        Problem tied = make_problem(attention_config(AttentionKind::topk, k), 18);
         std::fill(tied.qkv.begin(), tied.qkv.end(), 0.0);
         std::vector<double> wt = weights_of(tied, run_forward<double>(tied));
         for (int t = 0; t < tied.T; t++) {
@@ -451,10 +440,10 @@ TEST_CASE("attention: keep sets of every kind") {
         if (cfg.kind == AttentionKind::block) return j / k == t / k;
         return true;
     };
-    for (AttentionConfig cfg : {make_config(AttentionKind::softmax), make_config(AttentionKind::window, k),
-                                make_config(AttentionKind::window, k, PositionKind::learned, 0, g),
-                                make_config(AttentionKind::block, k),
-                                make_config(AttentionKind::block, k, PositionKind::learned, 0, g)}) {
+    for (AttentionConfig cfg : {attention_config(AttentionKind::softmax), attention_config(AttentionKind::window, k),
+                                attention_config(AttentionKind::window, k, PositionKind::learned, 0, g),
+                                attention_config(AttentionKind::block, k),
+                                attention_config(AttentionKind::block, k, PositionKind::learned, 0, g)}) {
         INFO(describe(cfg));
         Problem p = make_problem(cfg, 19, T);
         AttentionLayout L{p.B, p.T, p.C(), p.NH, p.hs};
@@ -494,22 +483,23 @@ TEST_CASE("attention: validate and the parsers reject bad values with a message"
         INFO(describe(cfg) << " hs=" << head_size);
         CHECK_THROWS_WITH_AS(validate(cfg, head_size), doctest::Contains(message), Error);
     };
-    rejects(make_config(AttentionKind::topk, 0), 4, "topk attention needs k >= 1 (got 0)");
-    rejects(make_config(AttentionKind::window, -2), 4, "window attention needs k >= 1");
-    rejects(make_config(AttentionKind::block, 0), 4, "block attention needs k >= 1");
-    rejects(make_config(AttentionKind::softmax, 4), 4, "softmax attention takes no k");
-    rejects(make_config(AttentionKind::elastic, 1), 4, "elastic attention takes no k");
-    rejects(make_config(AttentionKind::softmax, 0, PositionKind::rope), 5, "rope needs an even head size (got 5)");
-    rejects(make_config(AttentionKind::softmax, 0, PositionKind::learned, -1), 4, "bias window must be >= 0");
-    rejects(make_config(AttentionKind::topk, 2, PositionKind::learned, 0, 1), 4, "window and block attention only");
-    rejects(make_config(AttentionKind::window, 2, PositionKind::learned, 0, -1), 4, "global tokens must be >= 0");
-    rejects(make_config(AttentionKind::softmax), 0, "head size must be >= 1");
-    AttentionConfig low_base = make_config(AttentionKind::softmax, 0, PositionKind::rope);
+    rejects(attention_config(AttentionKind::topk, 0), 4, "topk attention needs k >= 1 (got 0)");
+    rejects(attention_config(AttentionKind::window, -2), 4, "window attention needs k >= 1");
+    rejects(attention_config(AttentionKind::block, 0), 4, "block attention needs k >= 1");
+    rejects(attention_config(AttentionKind::softmax, 4), 4, "softmax attention takes no k");
+    rejects(attention_config(AttentionKind::elastic, 1), 4, "elastic attention takes no k");
+    rejects(attention_config(AttentionKind::softmax, 0, PositionKind::rope), 5, "rope needs an even head size (got 5)");
+    rejects(attention_config(AttentionKind::softmax, 0, PositionKind::learned, -1), 4, "bias window must be >= 0");
+    rejects(attention_config(AttentionKind::topk, 2, PositionKind::learned, 0, 1), 4,
+            "window and block attention only");
+    rejects(attention_config(AttentionKind::window, 2, PositionKind::learned, 0, -1), 4, "global tokens must be >= 0");
+    rejects(attention_config(AttentionKind::softmax), 0, "head size must be >= 1");
+    AttentionConfig low_base = attention_config(AttentionKind::softmax, 0, PositionKind::rope);
     low_base.rope_base = 1.0f;
     rejects(low_base, 4, "rope base must be > 1");
 
-    CHECK_NOTHROW(validate(make_config(AttentionKind::block, 4, PositionKind::rope, 64, 1), 64));
-    CHECK_NOTHROW(validate(make_config(AttentionKind::elastic, 0, PositionKind::learned, 8), 3));
+    CHECK_NOTHROW(validate(attention_config(AttentionKind::block, 4, PositionKind::rope, 64, 1), 64));
+    CHECK_NOTHROW(validate(attention_config(AttentionKind::elastic, 0, PositionKind::learned, 8), 3));
 
     for (AttentionKind kind : all_kinds) CHECK(parse_attention_kind(to_string(kind)) == kind);
     for (PositionKind position : {PositionKind::learned, PositionKind::rope})
@@ -849,12 +839,12 @@ TEST_CASE("attention: the tiled flash scheme agrees with the reference, forward 
     // are 32-term dot products and ~130-term row sums, ~1e-6 in the worst element; a wrong merge,
     // a lost tile or a wrong partial is O(1e-2) or more.
     const AttentionConfig kinds[] = {
-        make_config(AttentionKind::softmax),
-        make_config(AttentionKind::elastic),
-        make_config(AttentionKind::window, 7),
-        make_config(AttentionKind::window, 45, PositionKind::learned, 0, 2),
-        make_config(AttentionKind::block, 24, PositionKind::learned, 0, 1),
-        make_config(AttentionKind::block, 64, PositionKind::learned, 0, 40)};
+        attention_config(AttentionKind::softmax),
+        attention_config(AttentionKind::elastic),
+        attention_config(AttentionKind::window, 7),
+        attention_config(AttentionKind::window, 45, PositionKind::learned, 0, 2),
+        attention_config(AttentionKind::block, 24, PositionKind::learned, 0, 1),
+        attention_config(AttentionKind::block, 64, PositionKind::learned, 0, 40)};
     int skipped = 0, unseen = 0;
     for (const AttentionConfig& kind_config : kinds) {
         const AttentionKind kind = kind_config.kind;
@@ -911,7 +901,7 @@ TEST_CASE("attention: the tiled elastic scheme outputs exactly zero for uniform 
     // p = exp(0) / i = 1 / i exactly (a sum of ones is exact) and the cut 1 / i is the same float, so
     // every weight is exactly 0 and every key tile is skipped.
     for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
-        Problem p = make_problem(make_config(AttentionKind::elastic, 0, position), 8, 100, 2, 32);
+        Problem p = make_problem(attention_config(AttentionKind::elastic, 0, position), 8, 100, 2, 32);
         p.theta.assign(p.NH, 0.0);
         const AttentionLayout L{p.B, p.T, p.C(), p.NH, p.hs};
         for (int b = 0; b < p.B; b++)

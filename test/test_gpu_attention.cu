@@ -56,17 +56,6 @@ void check_backward(const std::string& kernel, const std::string& shape, const H
 // in both builds, so it is held to the fp32 tolerance.
 // Inputs as test_attention.cpp: q and k scaled by 1.5, theta giving tau = 0.65 and 0.8 on both sides of
 // the kink theta = -1, bias ~ N(0, 0.5).
-focus::AttentionConfig attention_config(focus::AttentionKind kind, int k, int global_tokens,
-                                        focus::PositionKind position, int bias_window) {
-    focus::AttentionConfig cfg;
-    cfg.kind = kind;
-    cfg.k = k;
-    cfg.global_tokens = global_tokens;
-    cfg.position = position;
-    cfg.bias_window = bias_window;
-    return cfg;
-}
-
 void test_attention(const focus::AttentionConfig& cfg, int B, int T, int NH, int hs) {
     using focus::AttentionKind;
     const std::string shape = format("%s k=%d g=%d %s W=%d B=%d T=%d NH=%d hs=%d", focus::to_string(cfg.kind), cfg.k,
@@ -244,11 +233,11 @@ void attention_tests() {
     using focus::AttentionKind;
     using focus::PositionKind;
     const focus::AttentionConfig attention_kinds[] = {
-        attention_config(AttentionKind::softmax, 0, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::elastic, 0, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::topk, 5, 0, PositionKind::learned, 0),
-        attention_config(AttentionKind::window, 6, 2, PositionKind::learned, 0),
-        attention_config(AttentionKind::block, 8, 3, PositionKind::learned, 0)};
+        focus::attention_config(AttentionKind::softmax),
+        focus::attention_config(AttentionKind::elastic),
+        focus::attention_config(AttentionKind::topk, 5),
+        focus::attention_config(AttentionKind::window, 6, PositionKind::learned, 0, 2),
+        focus::attention_config(AttentionKind::block, 8, PositionKind::learned, 0, 3)};
     for (focus::AttentionConfig cfg : attention_kinds) {
         for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
             for (int bias_window : {0, 4}) {
@@ -259,11 +248,11 @@ void attention_tests() {
         }
     }
     const focus::AttentionConfig long_attention[] = {
-        attention_config(AttentionKind::softmax, 0, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::elastic, 0, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::topk, 16, 0, PositionKind::rope, 8),
-        attention_config(AttentionKind::window, 32, 4, PositionKind::learned, 8),
-        attention_config(AttentionKind::block, 32, 1, PositionKind::rope, 0)};
+        focus::attention_config(AttentionKind::softmax, 0, PositionKind::rope, 8),
+        focus::attention_config(AttentionKind::elastic, 0, PositionKind::rope, 8),
+        focus::attention_config(AttentionKind::topk, 16, PositionKind::rope, 8),
+        focus::attention_config(AttentionKind::window, 32, PositionKind::learned, 8, 4),
+        focus::attention_config(AttentionKind::block, 32, PositionKind::rope, 0, 1)};
     for (const focus::AttentionConfig& cfg : long_attention)
         run("attention", [cfg] { test_attention(cfg, 2, 128, 2, 64); });
 
@@ -275,7 +264,7 @@ void attention_tests() {
     for (AttentionKind kind : {AttentionKind::softmax, AttentionKind::elastic}) {
         for (PositionKind position : {PositionKind::learned, PositionKind::rope}) {
             for (int bias_window : {0, 100}) {
-                const focus::AttentionConfig cfg = attention_config(kind, 0, 0, position, bias_window);
+                const focus::AttentionConfig cfg = focus::attention_config(kind, 0, position, bias_window);
                 for (int T : {1, 37, 64, 100, 257, 1024})
                     run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); }, flash_size(T, 64));
                 for (int T : {1, 37, 100, 257})
@@ -289,10 +278,10 @@ void attention_tests() {
     // of a query tile sees are skipped: at head size 64 from T = 257 on, at head size 32 (tiles of 32)
     // already at the small lengths.
     const focus::AttentionConfig local_kinds[] = {
-        attention_config(AttentionKind::window, 7, 0, PositionKind::rope, 0),
-        attention_config(AttentionKind::window, 45, 2, PositionKind::learned, 100),
-        attention_config(AttentionKind::block, 24, 1, PositionKind::learned, 0),
-        attention_config(AttentionKind::block, 64, 40, PositionKind::rope, 100)};
+        focus::attention_config(AttentionKind::window, 7, PositionKind::rope),
+        focus::attention_config(AttentionKind::window, 45, PositionKind::learned, 100, 2),
+        focus::attention_config(AttentionKind::block, 24, PositionKind::learned, 0, 1),
+        focus::attention_config(AttentionKind::block, 64, PositionKind::rope, 100, 40)};
     for (const focus::AttentionConfig& cfg : local_kinds) {
         for (int T : {37, 100, 257, 1024})
             run("flash_attention", [cfg, T] { test_flash_attention(cfg, 2, T, 3, 64); }, flash_size(T, 64));
