@@ -272,15 +272,15 @@ static Device open_device() {
     return device;
 }
 
-// Which attention kernels the model runs (layers/gpt.cuh chooses), for the start-up line.
-static const char* attention_kernels(const GPTConfig& c) {
-    return gpu::flash_attention_supports(c.attention, c.head_size()) ? " (fused kernels)" : " (straightforward kernels)";
+// Which attention kernels the model runs, for the start-up line.
+static const char* attention_kernels(const Model& model) {
+    return model.fused_attention() ? " (fused kernels)" : " (straightforward kernels)";
 }
 #else
 using Model = CpuGPT;
 
 static Device open_device() { return {format("CPU, %d threads", omp_get_max_threads())}; }
-static const char* attention_kernels(const GPTConfig&) { return ""; }
+static const char* attention_kernels(const Model&) { return ""; }
 #endif
 
 // --sample-every: `count` tokens after <|endoftext|> (token 0 for other vocabularies), each drawn from
@@ -487,7 +487,7 @@ static int run(int argc, char** argv) {
 
     std::printf("model: %d layers, %d heads, %d channels, vocab %d, %s params | attention %s%s\n", config.num_layers,
                 config.num_heads, config.channels, config.vocab_size, human_count((double)model.num_parameters()).c_str(),
-                describe(config.attention).c_str(), attention_kernels(config));
+                describe(config.attention).c_str(), attention_kernels(model));
     const std::string ranks =
         group.distributed() ? format(" x %d ranks%s", group.world_size, o.dist.zero ? " (ZeRO-1)" : "") : "";
     std::printf("data: %s (%s tokens), val: %s | batch %d x %d%s, %d micro-steps, %lld tokens/step | %d threads\n",

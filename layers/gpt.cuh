@@ -310,6 +310,8 @@ public:
         check(capacity_.tokens == 0, "keep_attention_probs() must come before the first forward()");
         flash_ = false;
     }
+    // Whether attention runs in the fused kernels (flash_attention.cuh) or the straightforward ones.
+    bool fused_attention() const { return flash_; }
     // After forward(): host copies of layer l's attention probabilities [B, NH, T, T] (needs
     // keep_attention_probs()) and of the last hidden state, the residual stream before lnf, [B, T, C].
     std::vector<float> attention_probs(int l) const {

@@ -235,7 +235,8 @@ void access(const void* address, size_t bytes, bool write, const void* code, boo
 
 }  // namespace
 
-// Relative to the working directory, with up to two calls the instruction is inlined into ("a.cuh:12 < b.cuh:40"): the project's frames only (not the emulator's or the system's).
+// Relative to the working directory, with up to two calls the instruction is inlined into
+// ("a.cuh:12 < b.cuh:40"): the project's frames only (not the emulator's or the system's).
 std::string source_of(uint32_t code) {
     char executable[4096] = {}, directory[4096] = {};
     if (readlink("/proc/self/exe", executable, sizeof executable - 1) <= 0 || !getcwd(directory, sizeof directory))
